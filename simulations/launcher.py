@@ -1,0 +1,141 @@
+"""Run the Flower app as a local simulation and leave nothing running afterwards.
+
+``flwr run . local`` starts a SuperLink that outlives the run. We start that SuperLink
+ourselves (same command Flower uses, on free loopback ports, in its own process group), let
+``flwr run`` find it, and stop the whole group — SuperLink, simulation runtime, Ray — at the
+end, by PID.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parents[1]
+"""The Flower app: the folder holding pyproject.toml with [tool.flwr.app]."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def flower_env(flwr_home: Path, http_port: int, control_port: int) -> dict[str, str]:
+    """Environment Flower needs on these machines (offline, no runtime installs)."""
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        FLWR_HOME=str(flwr_home),
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_USAGE_STATS_ENABLED="0",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
+        FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
+        PATH=bin_dir + os.pathsep + env.get("PATH", ""),
+    )
+    return env
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def write_run_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text("".join(f"{key} = {_toml_value(v)}\n" for key, v in config.items()))
+    return path
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds."""
+    if process.poll() is not None and not _group_alive(process.pid):
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            process.poll()
+            if not _group_alive(process.pid):
+                return
+            time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover
+        return True
+
+
+def run_simulation(run_config: dict[str, Any], num_supernodes: int, cpus_per_node: float = 1.0,
+                   app_dir: Path = APP_DIR, flwr_home: Path | None = None,
+                   timeout: float | None = None) -> int:
+    """``flwr run`` the app with ``run_config`` overrides; returns flwr's exit code."""
+    with tempfile.TemporaryDirectory(prefix="swapfl-flwr-") as tmp:
+        home = Path(flwr_home) if flwr_home else Path(tmp) / "flwr-home"
+        home.mkdir(parents=True, exist_ok=True)
+        http_port, control_port = free_port(), free_port()
+        env = flower_env(home, http_port, control_port)
+        logs = home / "superlink.log"
+        superlink = subprocess.Popen(
+            ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+             "--control-api-address", f"127.0.0.1:{control_port}", "--host", "127.0.0.1",
+             "--port", str(http_port), "--database", str(home / "state.db")],
+            env=env, stdout=logs.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.info("SuperLink pid %d on 127.0.0.1:%d (log %s)", superlink.pid, http_port, logs)
+        try:
+            deadline = time.monotonic() + 60
+            while not _healthy(http_port):
+                if superlink.poll() is not None:
+                    raise RuntimeError(f"flower-superlink exited early; see {logs}:\n"
+                                       + logs.read_text()[-2000:])
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"flower-superlink not healthy in 60s; see {logs}")
+                time.sleep(0.3)
+            overrides = write_run_config(Path(tmp) / "run-config.toml", run_config)
+            command = [
+                "flwr", "run", str(app_dir), "local", "--stream",
+                "--run-config", str(overrides),
+                "--federation-config",
+                f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_node}",
+            ]
+            return subprocess.run(command, env=env, timeout=timeout).returncode
+        finally:
+            stop_group(superlink)
+            log.info("SuperLink process group %d stopped", superlink.pid)

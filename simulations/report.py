@@ -1,0 +1,112 @@
+"""Turn result rows (one per version, user, strategy) into tables: mean ± std over users.
+
+FLOPs follow the 2-FLOPs-per-multiply-add convention (torch's FlopCounterMode); the FaLA paper's
+Table 1 reports about 1.9x these absolute values with the same ratios.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+QUALITY = ("auc", "mrr", "ndcg5", "ndcg10")
+COSTS = ("fit-seconds", "backbone-forwards", "forward-flops", "backward-flops", "solver-flops",
+         "examples-used", "strong-queries", "trainable-params", "state-bytes")
+TABLE_COLUMNS = ("auc", "mrr", "ndcg10", "fit-seconds", "forward-flops", "backward-flops",
+                 "examples-used")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "rows.jsonl"
+    rows = []
+    with path.open() as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not a JSON row ({err})") from err
+    return rows
+
+
+def _order(rows: Sequence[dict]) -> tuple[list[str], list[str]]:
+    versions = sorted({(r["version-index"], r["version"]) for r in rows})
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    return [v for _, v in versions], strategies
+
+
+def summarize(rows: Sequence[dict], columns: Iterable[str] = QUALITY + COSTS
+              ) -> list[dict[str, object]]:
+    """One record per (version, strategy): users, and mean/std/p10/p90 of each column."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["version"], row["strategy"])].append(row)
+    versions, strategies = _order(rows)
+    out = []
+    for version in versions:
+        for strategy in strategies:
+            members = groups.get((version, strategy))
+            if not members:
+                continue
+            record: dict[str, object] = {"version": version, "strategy": strategy,
+                                         "users": len({m["user"] for m in members})}
+            for column in columns:
+                values = np.array([m[column] for m in members if column in m], dtype=float)
+                values = values[np.isfinite(values)]
+                if len(values):
+                    record[f"{column}-mean"] = float(values.mean())
+                    record[f"{column}-std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                    record[f"{column}-p10"] = float(np.percentile(values, 10))
+                    record[f"{column}-p90"] = float(np.percentile(values, 90))
+            out.append(record)
+    return out
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "nan"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.2e}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """Markdown: mean ± std over users per strategy and version."""
+    summary = summarize(rows, columns)
+    header = ["version", "strategy", "users", *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rec in summary:
+        cells = [str(rec["version"]), str(rec["strategy"]), str(rec["users"])]
+        for column in columns:
+            mean = rec.get(f"{column}-mean")
+            cells.append("" if mean is None else f"{_fmt(mean)} ± {_fmt(rec[f'{column}-std'])}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write table.md and summary.csv beside rows.jsonl; returns the Markdown path."""
+    run_dir = Path(run_dir)
+    rows = read_rows(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir}/rows.jsonl has no rows")
+    summary = summarize(rows)
+    keys = list(dict.fromkeys(k for rec in summary for k in rec))
+    with (run_dir / "summary.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(summary)
+    md = run_dir / "table.md"
+    md.write_text(
+        "Mean ± std over users. FLOPs: 2 per multiply-add (torch FlopCounterMode).\n\n"
+        + markdown_table(rows) + "\n"
+    )
+    return md

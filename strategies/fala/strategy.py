@@ -1,0 +1,163 @@
+"""FaLA: refit the personal diagonal Λ = diag(θ) of the new model to the old model's logits.
+
+Before a swap the device snapshots its personalized logits ẑ on examples chosen by
+correlation clustering of the OLD embeddings; after the swap it runs one frozen forward per
+chosen example and solves a ridge problem anchored at θ₀ = 1 (the global model) in closed
+form. Nothing but the device's own data and stored logits is used. See ALGORITHMS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from strategies.base import CostReport, LocalStrategy, StrategyConfig, TrackState
+from strategies.fala.ridge import FullRankPersonalMatrix, PersonalMatrix
+from strategies.fala.selection import SELECTORS, select_examples
+from strategies.registry import register, register_variant
+from tasks.news_model import NewsBatch, NewsUserData
+from tasks.release import ReleasedModel
+
+
+@dataclass
+class FalaConfig(StrategyConfig):
+    lam: float = 0.1  # ridge strength (the system is E Eᵀ + nλ I)
+    lam_grid: str = ""  # e.g. "0.01,0.1,1": pick λ per user by closed-form leave-one-out
+    solver: str = "anchored"  # "anchored" (θ₀ = 1) | "plain" (toward 0) | "adam" (iterative)
+    anchor: str = "ones"  # "ones" | "random" (the random-init ablation)
+    objective: str = "mse"  # "mse" | "ce-labels" | "ce-distill" | "mse+ce"
+    selection: str = "kwikbucks"  # see strategies/fala/selection.py
+    max_examples: int = 64
+    k_neighbors: int = 5  # strong signal: same label AND top-k cosine neighbour
+    edge_rule: str = "and"  # "and" (default) | "or" (the paper's literal wording)
+    query_budget: int | None = None
+    n_steps: int = 200  # adam solver
+    lr: float = 1e-3  # adam solver
+    full_rank: bool = False  # full d×d Λ by kernel ridge (ablation)
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if self.selection not in SELECTORS:
+            raise ValueError(f"selection must be one of {sorted(SELECTORS)}, got "
+                             f"{self.selection!r}")
+        if self.edge_rule not in ("and", "or"):
+            raise ValueError(f"edge_rule must be 'and' or 'or', got {self.edge_rule!r}")
+        if self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1, got {self.max_examples}")
+        self.lam_values()  # validates the grid
+        self.make_solver()  # validates solver / anchor / objective
+
+    def lam_values(self) -> list[float] | None:
+        if not self.lam_grid.strip():
+            return None
+        try:
+            return [float(v) for v in self.lam_grid.replace(",", " ").split()]
+        except ValueError as err:
+            raise ValueError(f"lam_grid must be numbers, got {self.lam_grid!r}") from err
+
+    def make_solver(self, random_state: int | None = None) -> PersonalMatrix:
+        if self.full_rank:
+            return FullRankPersonalMatrix(lam=self.lam, lam_grid=self.lam_values())
+        return PersonalMatrix(
+            lam=self.lam, anchor=self.anchor, solver=self.solver, objective=self.objective,
+            lam_grid=self.lam_values(), n_steps=self.n_steps, lr=self.lr,
+            random_state=random_state,
+        )
+
+
+def users_and_news(model: ReleasedModel, data: NewsUserData, batch: NewsBatch
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frozen (U, V) per pair under ``model`` and the forward FLOPs per document used."""
+    features, flops = model.features(data, batch.documents())
+    with torch.no_grad():
+        users, news = model.head.users_and_news(torch.from_numpy(features), batch)
+    return users.numpy(), news.numpy(), flops
+
+
+def personalize_on_labels(model: ReleasedModel, data: NewsUserData, lam: float = 0.1
+                          ) -> tuple[TrackState, CostReport]:
+    """Stage 0 (first version, no old logits): θ by anchored logistic regression on labels."""
+    cost = CostReport()
+    with cost.timed():
+        users, news, flops = users_and_news(model, data, data.finetune)
+        solver = PersonalMatrix(lam=lam, objective="ce-labels").fit(
+            users * news, y=data.finetune.labels
+        )
+    cost.backbone_forwards, cost.forward_flops = len(flops), int(flops.sum())
+    cost.solver_flops, cost.examples_used = int(solver.solver_flops_), data.finetune.n_pairs
+    cost.fit_error = float(solver.fit_error_)
+    return TrackState({"theta": solver.coef_.astype(np.float32)}), cost
+
+
+@register("fala", config=FalaConfig)
+class Fala(LocalStrategy):
+    """Fast Linear Adaptation: refit Λ = diag(θ) to the old model's logits (closed form)."""
+
+    def before_swap(self, state, old_model, data):
+        """Choose examples by the OLD embeddings and keep their old personalized logits."""
+        batch = data.finetune
+        old_logits = self.predict(state, old_model, data, batch)
+        users, news, _ = users_and_news(old_model, data, batch)
+        seed = int(state.meta.get("seed", 0))
+        chosen = select_examples(
+            self.config.selection, users * news, batch.labels,
+            max_examples=self.config.max_examples, k_neighbors=self.config.k_neighbors,
+            edge_rule=self.config.edge_rule, query_budget=self.config.query_budget,
+            random_state=seed,
+        )
+        return state.replace(
+            {"selected": chosen.indices.astype(np.int64),
+             "old_logits": old_logits[chosen.indices].astype(np.float32)},
+            strong_queries=int(chosen.n_strong_queries), clusters=int(chosen.n_clusters),
+        )
+
+    def fit(self, state, new_model, data, rng):
+        if "selected" not in state.arrays:
+            raise RuntimeError("fala.fit needs before_swap first (no snapshot of old logits)")
+        cost = CostReport()
+        with cost.timed():
+            batch = data.finetune.subset(state.arrays["selected"])
+            users, news, flops = users_and_news(new_model, data, batch)
+            solver = self.config.make_solver(random_state=int(rng.integers(2**31)))
+            if self.config.full_rank:
+                solver.fit(users, news, state.arrays["old_logits"])
+                arrays = {"dual_coef": solver.dual_coef_, "support_users": solver.U_,
+                          "support_news": solver.V_}
+            else:
+                solver.fit(users * news, z=state.arrays["old_logits"], y=batch.labels)
+                arrays = {"theta": solver.coef_.astype(np.float32)}
+        cost.backbone_forwards, cost.forward_flops = len(flops), int(flops.sum())
+        cost.solver_flops = int(solver.solver_flops_)
+        cost.examples_used = batch.n_pairs
+        cost.strong_queries = int(state.meta.get("strong_queries", 0))
+        cost.clusters = int(state.meta.get("clusters", 0))
+        cost.fit_error = float(solver.fit_error_)
+        cost.extra["lambda"] = float(solver.lam_)
+        if self.config.full_rank:  # Λ = I + Δ lives in the dual coefficients
+            arrays["theta"] = np.ones(new_model.head.dim, dtype=np.float32)
+        meta = {k: v for k, v in state.meta.items() if k not in ("strong_queries", "clusters")}
+        return TrackState(arrays, {**meta, "fitted-version": new_model.version}), cost
+
+    def predict(self, state, model, data, batch):
+        if "dual_coef" not in state.arrays or state.meta.get("fitted-version") != model.version:
+            return super().predict(state, model, data, batch)
+        users, news, _ = users_and_news(model, data, batch)
+        solver = FullRankPersonalMatrix(lam=self.config.lam)
+        solver.dual_coef_ = state.arrays["dual_coef"]
+        solver.U_, solver.V_ = state.arrays["support_users"], state.arrays["support_news"]
+        return solver.predict(users, news)
+
+
+register_variant("fala-random-init", "fala", anchor="random",
+                 help="FaLA ablation: θ₀ random instead of 1 (anchored solver)")
+register_variant("fala-full-rank", "fala", full_rank=True,
+                 help="FaLA ablation: full d×d Λ by kernel ridge")
+register_variant("fala-all-examples", "fala", selection="all",
+                 help="FaLA ablation: every fine-tune example, no clustering")
+register_variant("fala-kmeans", "fala", selection="kmeans",
+                 help="FaLA ablation: k-means centroids' nearest examples instead of KwikBucks")
+register_variant("fala-k", "fala", selection="fala-k",
+                 help="FaLA-K: fixed budget of K examples (pivots first, then random)")

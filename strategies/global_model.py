@@ -1,0 +1,28 @@
+"""The ``global`` baseline: use each new global model as released (θ = 1, no local work)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from strategies.base import CostReport, LocalStrategy, TrackState
+from strategies.registry import register
+from tasks.news_model import NewsUserData
+from tasks.release import ReleasedModel
+
+
+def identity_theta(model: ReleasedModel) -> np.ndarray:
+    return np.ones(model.head.dim, dtype=np.float32)
+
+
+@register("global")
+class GlobalModel(LocalStrategy):
+    """New global model as released: θ = 1, no personalization, no device work."""
+
+    def init_state(self, personalized, model, data, rng):
+        return TrackState({"theta": identity_theta(model)}), CostReport()
+
+    def fit(
+        self, state: TrackState, new_model: ReleasedModel, data: NewsUserData,
+        rng: np.random.Generator,
+    ) -> tuple[TrackState, CostReport]:
+        return TrackState({"theta": identity_theta(new_model)}), CostReport()

@@ -1,0 +1,106 @@
+"""Strategies by name. Registration fills the table; nothing dispatches on names.
+
+``@register("fala", config=FalaConfig)`` registers a class; ``register_variant`` registers a
+named preset of another strategy's options (an ablation such as ``fala-all-examples``), so it
+shows up in results under its own name and is covered by the conformance suite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from strategies.base import LocalStrategy, StrategyConfig
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type[LocalStrategy]
+    preset: dict[str, Any] = field(default_factory=dict)
+    help: str = ""
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(
+    name: str, config: type[StrategyConfig] = StrategyConfig
+) -> Callable[[type[LocalStrategy]], type[LocalStrategy]]:
+    """Class decorator: make a strategy available under ``name``."""
+
+    def decorate(cls: type[LocalStrategy]) -> type[LocalStrategy]:
+        if name in _REGISTRY:
+            raise ValueError(f"strategy {name!r} is already registered")
+        cls.name, cls.config_class = name, config
+        _REGISTRY[name] = _Entry(cls, help=(cls.__doc__ or "").strip().splitlines()[0])
+        return cls
+
+    return decorate
+
+
+def register_variant(name: str, base: str, help: str = "", **preset: Any) -> None:
+    """Register ``name`` as ``base`` with some options fixed (validated now, not at run time)."""
+    if name in _REGISTRY:
+        raise ValueError(f"strategy {name!r} is already registered")
+    entry = _REGISTRY[base]
+    entry.cls.config_class(**{**entry.preset, **preset})
+    _REGISTRY[name] = _Entry(entry.cls, {**entry.preset, **preset}, help)
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def describe() -> dict[str, str]:
+    _load_builtin()
+    return {name: _REGISTRY[name].help for name in sorted(_REGISTRY)}
+
+
+def create(name: str, options: dict[str, Any] | None = None) -> LocalStrategy:
+    """Instantiate a registered strategy with its preset plus ``options`` (strings allowed)."""
+    _load_builtin()
+    try:
+        entry = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; registered: {names()}") from None
+    config = entry.cls.config_class.from_options({**entry.preset, **(options or {})})
+    strategy = entry.cls(config)
+    strategy.name = name  # variants report under their own name
+    return strategy
+
+
+def _load_builtin() -> None:
+    """Import the built-in strategy modules (each registers itself on import)."""
+    import strategies.fala.strategy  # noqa: F401
+    import strategies.finetune  # noqa: F401
+    import strategies.global_model  # noqa: F401
+
+
+def parse_options(text: str) -> dict[str, dict[str, str]]:
+    """Parse ``"fala.lam=0.05 top.epochs=3"`` into ``{"fala": {"lam": "0.05"}, ...}``."""
+    options: dict[str, dict[str, str]] = {}
+    for item in text.split():
+        target, sep, value = item.partition("=")
+        name, dot, key = target.partition(".")
+        if not (sep and dot and name and key):
+            raise ValueError(
+                f"strategy option {item!r} must look like <strategy>.<option>=<value>, "
+                "e.g. fala.lam=0.05"
+            )
+        options.setdefault(name, {})[key] = value
+    return options
+
+
+def create_many(names_text: str, options_text: str = "") -> dict[str, LocalStrategy]:
+    """The compared strategies of a run (space/comma separated names) with their options."""
+    chosen = names_text.replace(",", " ").split()
+    if not chosen:
+        raise ValueError("no strategy selected; e.g. strategies = \"global top fala\"")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"strategy listed twice in {names_text!r}")
+    options = parse_options(options_text)
+    unknown = set(options) - set(chosen)
+    if unknown:
+        raise ValueError(f"options given for strategies not in the run: {sorted(unknown)}")
+    return {name: create(name, options.get(name)) for name in chosen}

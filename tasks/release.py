@@ -1,0 +1,159 @@
+"""A released global model as files: manifest + head weights (+ server-trained backbone).
+
+The server writes releases into a content-addressed store (same config + data + seed -> same
+id, so reruns reuse them); devices open them and verify every sha256 before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from backbones.base import Backbone
+from backbones.cache import PUBLIC_FEATURES
+from backbones.registry import load_backbone
+from tasks.news_model import NewsBatch, NewsHead, NewsUserData, load_head, pair_products
+
+MANIFEST = "manifest.json"
+HEAD_FILE = "head.safetensors"
+BACKBONE_DIR = "backbone"
+
+
+class ReleaseIntegrityError(RuntimeError):
+    """A release on disk does not match the hashes its manifest promises."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+@dataclass
+class ReleaseManifest:
+    """Public description of one version: what a device needs to install and verify it."""
+
+    release_id: str
+    version: str  # e.g. "bert@2"
+    index: int
+    name: str
+    arch: str
+    backbone: dict[str, Any]  # loader, source ("package" | "release" | "path"), path, sha256...
+    head: dict[str, Any]  # config, file, sha256, bytes
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def downlink_bytes(self) -> int:
+        """Bytes a device receives for this version (backbone weights + head)."""
+        return int(self.backbone.get("bytes", 0)) + int(self.head["bytes"])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReleaseManifest:
+        return cls(**json.loads(text))
+
+
+def write_release(
+    root: Path, manifest: ReleaseManifest, head: NewsHead, backbone_dir: Path | None = None
+) -> ReleaseManifest:
+    """Write head weights + manifest under ``root/<release_id>`` (manifest last, atomically).
+
+    ``backbone_dir`` is a server-trained backbone already saved inside the release folder.
+    """
+    folder = Path(root) / manifest.release_id
+    folder.mkdir(parents=True, exist_ok=True)
+    head_path = folder / HEAD_FILE
+    save_file({k: v.detach().numpy().copy() for k, v in head.state_dict().items()}, head_path)
+    manifest.head.update(
+        config=head.config(), file=HEAD_FILE, sha256=file_sha256(head_path),
+        bytes=head_path.stat().st_size,
+    )
+    if backbone_dir is not None:
+        manifest.backbone["bytes"] = tree_bytes(backbone_dir)
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as tmp:
+        tmp.write(manifest.to_json())
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, folder / MANIFEST)
+    return manifest
+
+
+def read_manifest(root: Path, release_id: str) -> ReleaseManifest | None:
+    path = Path(root) / release_id / MANIFEST
+    return ReleaseManifest.from_json(path.read_text()) if path.is_file() else None
+
+
+class ReleasedModel:
+    """A release installed on a device: frozen backbone + global head, hashes verified."""
+
+    def __init__(self, manifest: ReleaseManifest, backbone: Backbone, head: NewsHead) -> None:
+        self.manifest = manifest
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def features(
+        self, data: NewsUserData, docs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone features for some of the user's documents (other rows left zero) and the
+        forward FLOPs per requested document. Public documents only (cached per process)."""
+        out = np.zeros((len(data.doc_ids), self.backbone.hidden_size), dtype=np.float32)
+        vectors, flops = PUBLIC_FEATURES.encode(
+            self.backbone, [data.doc_ids[i] for i in docs], [data.texts[i] for i in docs]
+        )
+        out[docs] = vectors
+        return out, flops
+
+    def pair_products(self, features: np.ndarray, batch: NewsBatch) -> np.ndarray:
+        return pair_products(self.head, features, batch)
+
+
+_OPEN: OrderedDict[str, ReleasedModel] = OrderedDict()
+
+
+def open_release(root: Path, release_id: str, max_open: int = 3) -> ReleasedModel:
+    """Load and verify a release (kept open per process: releases are public and read-only)."""
+    if release_id in _OPEN:
+        _OPEN.move_to_end(release_id)
+        return _OPEN[release_id]
+    folder = Path(root) / release_id
+    manifest = read_manifest(root, release_id)
+    if manifest is None:
+        raise FileNotFoundError(f"release {release_id} not found under {root}")
+    head_path = folder / manifest.head["file"]
+    if file_sha256(head_path) != manifest.head["sha256"]:
+        raise ReleaseIntegrityError(f"{head_path}: sha256 differs from the manifest; refusing it")
+    spec = manifest.backbone
+    path = str(folder / BACKBONE_DIR) if spec["source"] == "release" else spec.get("path")
+    backbone = load_backbone(spec["loader"], path, max_length=int(spec.get("max_length", 64)))
+    if backbone.sha256 != spec["sha256"]:
+        raise ReleaseIntegrityError(
+            f"backbone of {manifest.version} has sha256 {backbone.sha256[:12]}…, the manifest "
+            f"promises {spec['sha256'][:12]}…; the installed weights differ from the release"
+        )
+    head = load_head(manifest.head["config"], load_file(head_path))
+    model = ReleasedModel(manifest, backbone, head)
+    _OPEN[release_id] = model
+    while len(_OPEN) > max_open:
+        _OPEN.popitem(last=False)
+    return model

@@ -1,0 +1,59 @@
+"""End to end: a real ``flwr run`` simulation (SuperLink + simulation runtime + Ray) with tiny
+settings, run twice: rows for every (version, user, strategy), finite metrics, the second run
+reuses the release cache and reproduces the metrics, and no Flower process is left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from simulations.report import QUALITY, read_rows
+from tests.conftest import tiny_run_config
+
+pytestmark = pytest.mark.integration
+
+STRATEGIES = ("global", "top", "fala")
+
+
+def _flower_processes() -> set[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines()
+            if "flower-superlink" in line or "flwr-simulation" in line or "raylet" in line}
+
+
+def _run(tmp_path, out_name):
+    config = tiny_run_config(tmp_path / "work", tmp_path / out_name, users=2,
+                             schedule="glove bert roberta", strategies=" ".join(STRATEGIES))
+    command = [sys.executable, "-m", "simulations.cli", "run", "--timeout", "900"]
+    for key, value in config.items():
+        command += ["--set", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1000)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    (run_dir,) = (tmp_path / out_name).iterdir()
+    return read_rows(run_dir), log
+
+
+def test_flwr_run_end_to_end_twice(tmp_path):
+    before = _flower_processes()
+    rows, first_log = _run(tmp_path, "first")
+    versions = ("glove@1", "bert@2", "roberta@3")
+    keys = {(r["version"], r["user"], r["strategy"]) for r in rows}
+    expected = {(v, u, s) for v in versions for u in ("user-000", "user-001") for s in STRATEGIES}
+    assert expected <= keys
+    assert len(rows) == len(keys)  # one row per (version, user, strategy)
+    for row in rows:
+        for metric in QUALITY:
+            assert 0.0 <= row[metric] <= 1.0, row
+        assert row["downlink-bytes"] > 0 and row["uplink-bytes"] > 0
+    assert "release cache miss" in first_log
+
+    again, second_log = _run(tmp_path, "second")
+    assert "release cache hit" in second_log and "release cache miss" not in second_log
+    by_key = {(r["version"], r["user"], r["strategy"]): r for r in rows}
+    for row in again:
+        for metric in QUALITY:
+            assert row[metric] == by_key[(row["version"], row["user"], row["strategy"])][metric]
+    assert _flower_processes() <= before, "a Flower or Ray process outlived the run"

@@ -1,0 +1,97 @@
+"""One suite every registered strategy passes: a new strategy is tested when it registers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, RecordDict
+
+from client.guard import UplinkViolation, check_reply
+from client.store import PrivateStore
+from strategies.base import TrackState
+from strategies.fala.strategy import personalize_on_labels
+from strategies.registry import create, names
+
+STRATEGIES = names()
+
+
+def _swap(name, models, data, seed=0):
+    old, new = models
+    strategy = create(name)
+    base, _ = personalize_on_labels(old, data)
+    state, _ = strategy.init_state(base, old, data, np.random.default_rng(seed))
+    state.meta["seed"] = seed
+    state = strategy.before_swap(state, old, data)
+    return strategy, strategy.fit(state, new, data, np.random.default_rng(seed))
+
+
+def test_builtin_strategies_registered():
+    for required in ("global", "top", "fala"):
+        assert required in STRATEGIES
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_state_round_trips_through_store_bit_exactly(name, models, user_data, tmp_path):
+    strategy, (state, _) = _swap(name, models, user_data)
+    store = PrivateStore(tmp_path)
+    store.save(f"tracks/{name}", state.arrays, state.meta)
+    arrays, meta = store.load(f"tracks/{name}")
+    assert meta == state.meta
+    assert arrays.keys() == state.arrays.keys()
+    for key, value in state.arrays.items():
+        assert arrays[key].dtype == value.dtype and arrays[key].shape == value.shape
+        assert arrays[key].tobytes() == value.tobytes()
+    again = strategy.predict(TrackState(arrays, meta), models[1], user_data, user_data.test)
+    before = strategy.predict(state, models[1], user_data, user_data.test)
+    np.testing.assert_array_equal(again, before)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_fit_is_deterministic_for_a_seed(name, models, user_data):
+    _, (first, _) = _swap(name, models, user_data, seed=3)
+    _, (second, _) = _swap(name, models, user_data, seed=3)
+    assert first.arrays.keys() == second.arrays.keys()
+    for key in first.arrays:
+        np.testing.assert_array_equal(first.arrays[key], second.arrays[key])
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_costs_are_plausible(name, models, user_data):
+    _, (_, cost) = _swap(name, models, user_data)
+    metrics = cost.to_metrics()
+    assert all(np.isfinite(v) and v >= 0 for k, v in metrics.items() if k != "fit-error")
+    if name == "global":  # the one strategy that does no local work
+        assert cost.backbone_forwards == 0 and cost.forward_flops == 0
+        return
+    assert cost.fit_seconds > 0
+    assert 0 < cost.examples_used <= user_data.finetune.n_pairs
+    assert 0 < cost.backbone_forwards <= len(user_data.doc_ids)
+    assert cost.forward_flops > 0
+    assert cost.backward_flops > 0 or cost.solver_flops > 0  # it learned something somehow
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_predict_shapes(name, models, user_data):
+    strategy, (state, _) = _swap(name, models, user_data)
+    for batch in (user_data.test, user_data.finetune):
+        logits = strategy.predict(state, models[1], user_data, batch)
+        assert logits.shape == (batch.n_pairs,)
+        assert np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_state_cannot_be_sent_upstream(name, models, user_data):
+    _, (state, cost) = _swap(name, models, user_data)
+    # The metrics a device reports pass the guard ...
+    assert check_reply(RecordDict({"m": _metric_record({f"{name}/{k}": v for k, v in
+                                                        cost.to_metrics().items()})})) > 0
+    # ... and the private state does not.
+    arrays = {k: v for k, v in state.arrays.items() if v.size}
+    with pytest.raises(UplinkViolation):
+        check_reply(RecordDict({"state": ArrayRecord(numpy_ndarrays=list(arrays.values()))}))
+
+
+def _metric_record(values):
+    from flwr.app import MetricRecord
+
+    return MetricRecord({k: float(v) for k, v in values.items()})
