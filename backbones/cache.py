@@ -9,7 +9,7 @@ the cache speeds the simulation, not the accounting. Only public documents may b
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

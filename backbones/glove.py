@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,9 @@ def load_glove_vectors(path: str | None = None) -> tuple[dict[str, int], np.ndar
             for line_no, line in enumerate(handle, 1):
                 parts = line.rstrip("\n").split(" ")
                 if len(parts) < 2:
-                    raise ValueError(f"{file}:{line_no}: expected 'word v1 ... vd', got {line[:60]!r}")
+                    raise ValueError(
+                        f"{file}:{line_no}: expected 'word v1 ... vd', got {line[:60]!r}"
+                    )
                 words.append(parts[0])
                 rows.append(np.asarray(parts[1:], dtype=np.float32))
                 if len(rows[-1]) != len(rows[0]):
@@ -107,7 +109,9 @@ class GloveBackbone(Backbone):
 
     def split_top(self, texts: Sequence[str]) -> TopSplit:
         vectors, flops = self.encode_with_flops(texts)
-        return TopSplit(below=(torch.from_numpy(vectors),), top=nn.Identity(), below_flops=int(flops.sum()))
+        return TopSplit(
+            below=(torch.from_numpy(vectors),), top=nn.Identity(), below_flops=int(flops.sum())
+        )
 
     def num_parameters(self) -> int:
         return int(self.vectors_.size)

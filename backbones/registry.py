@@ -6,8 +6,8 @@ GloVe .txt file or local Hugging Face model directory. Nothing here downloads an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from backbones.base import Backbone
 from backbones.glove import GloveBackbone

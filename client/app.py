@@ -9,14 +9,14 @@ import logging
 from pathlib import Path
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
-
-from client.device import Device
 from client.guard import uplink_guard
 from client.store import PrivateStore
-from strategies.registry import create_many
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 from tasks.news import load_user, private_users, split_chronological
+
+from client.device import Device
+from strategies.registry import create_many
 from tasks.news_model import build_user_data
 from tasks.release import open_release
 

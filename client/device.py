@@ -13,8 +13,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-
 from client.store import PrivateStore
+
 from strategies.base import CostReport, LocalStrategy, TrackState
 from strategies.fala.strategy import personalize_on_labels
 from tasks.news_model import NewsUserData, batch_metrics

@@ -51,7 +51,7 @@ def run_name(settings: Settings) -> str:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings = Settings.from_run_config(context.run_config)
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.server_threads)
     strategies = list(create_many(settings.strategies, settings.strategy_options))
     log(INFO, "swapfl: %d users, schedule %s, strategies %s", settings.users,
         " -> ".join(e.version for e in settings.schedule), ", ".join(strategies))

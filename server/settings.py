@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Settings:
     roberta_layers: int
     max_length: int
     threads: int
+    server_threads: int
     node_wait_seconds: float
     reply_timeout_seconds: float
 
@@ -94,6 +96,7 @@ class Settings:
             roberta_layers=get("roberta-layers", int),
             max_length=get("max-length", int),
             threads=get("threads", int),
+            server_threads=get("server-threads", int),
             node_wait_seconds=get("node-wait-seconds", float),
             reply_timeout_seconds=get("reply-timeout-seconds", float),
         )
@@ -101,6 +104,6 @@ class Settings:
             raise ValueError(f"task {settings.task!r} is not available yet; known: ['news']")
         if settings.users < 1:
             raise ValueError(f"users must be >= 1, got {settings.users}")
-        if settings.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {settings.threads}")
+        if min(settings.threads, settings.server_threads) < 1:
+            raise ValueError("threads and server-threads must be >= 1")
         return settings

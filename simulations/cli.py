@@ -6,9 +6,10 @@ import argparse
 import logging
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from simulations.launcher import APP_DIR, run_simulation
 
@@ -91,6 +92,19 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from simulations.bench import run_benchmarks
+
+    config = resolve_run_config(args.scenario, args.set, app_defaults())
+    results = run_benchmarks(config, args.out, args.repeats)
+    for swap, r in results.items():
+        print(f"{swap}: FaLA fit {r['fit-seconds-median']:.3f}s, frozen forwards "
+              f"{r['forwards-seconds-median']:.3f}s -> ratio {r['fit-over-forwards']:.3f} "
+              f"({r['examples']} examples, {r['documents-forwarded']} documents)")
+    print(f"written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swapfl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables (Markdown + CSV) from a run folder")
     report.add_argument("run_dir", type=Path)
     report.set_defaults(func=cmd_report)
+    bench = sub.add_parser("bench", help="FaLA fit time vs its frozen forwards (one user)")
+    bench.add_argument("--scenario")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--out", type=Path, default=Path("results/bench/fala-fit-vs-forwards.json"))
+    bench.set_defaults(func=cmd_bench)
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.set_defaults(func=cmd_strategies)
     return parser

@@ -11,9 +11,10 @@ import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 import numpy as np
 

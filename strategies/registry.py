@@ -7,8 +7,9 @@ shows up in results under its own name and is covered by the conformance suite.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from strategies.base import LocalStrategy, StrategyConfig
 

@@ -8,8 +8,8 @@ Framework-free (no Flower): used by the server for global training and by device
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -248,7 +248,7 @@ def train_global_head(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(take)
+            total += float(loss.detach()) * len(take)
         if progress:
             progress(f"epoch {epoch + 1}/{config.epochs} loss {total / max(len(rows), 1):.4f}")
     head.eval()

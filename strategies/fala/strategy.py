@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from strategies.base import CostReport, LocalStrategy, StrategyConfig, TrackState
-from strategies.fala.ridge import FullRankPersonalMatrix, PersonalMatrix
+from strategies.fala.ridge import (
+    ANCHORS,
+    OBJECTIVES,
+    SOLVERS,
+    FullRankPersonalMatrix,
+    PersonalMatrix,
+)
 from strategies.fala.selection import SELECTORS, select_examples
 from strategies.registry import register, register_variant
 from tasks.news_model import NewsBatch, NewsUserData
@@ -47,8 +53,13 @@ class FalaConfig(StrategyConfig):
             raise ValueError(f"edge_rule must be 'and' or 'or', got {self.edge_rule!r}")
         if self.max_examples < 1:
             raise ValueError(f"max_examples must be >= 1, got {self.max_examples}")
-        self.lam_values()  # validates the grid
-        self.make_solver()  # validates solver / anchor / objective
+        for option, choices in (("solver", SOLVERS), ("anchor", ANCHORS),
+                                ("objective", OBJECTIVES)):
+            if getattr(self, option) not in choices:
+                raise ValueError(f"{option} must be one of {sorted(choices)}, got "
+                                 f"{getattr(self, option)!r}")
+        if self.lam_values() is not None and self.objective != "mse":
+            raise ValueError("lam_grid (leave-one-out) needs objective 'mse'")
 
     def lam_values(self) -> list[float] | None:
         if not self.lam_grid.strip():
@@ -58,7 +69,9 @@ class FalaConfig(StrategyConfig):
         except ValueError as err:
             raise ValueError(f"lam_grid must be numbers, got {self.lam_grid!r}") from err
 
-    def make_solver(self, random_state: int | None = None) -> PersonalMatrix:
+    def make_solver(
+        self, random_state: int | None = None
+    ) -> PersonalMatrix | FullRankPersonalMatrix:
         if self.full_rank:
             return FullRankPersonalMatrix(lam=self.lam, lam_grid=self.lam_values())
         return PersonalMatrix(

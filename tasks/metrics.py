@@ -1,0 +1,54 @@
+"""News ranking metrics with the official MIND scorer's semantics.
+
+Per impression: AUC, MRR, nDCG@5, nDCG@10; averaged over impressions, skipping impressions
+whose labels are all one class (the scorer cannot rank them).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores))
+
+
+def mrr(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Σ y_i / rank_i over the ranking by score, divided by the number of clicks."""
+    order = np.argsort(scores)[::-1]
+    ranked = np.take(labels, order)
+    return float(np.sum(ranked / (np.arange(len(ranked)) + 1)) / np.sum(ranked))
+
+
+def dcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
+    order = np.argsort(scores)[::-1]
+    gains = 2 ** np.take(labels, order[:k]) - 1
+    return float(np.sum(gains / np.log2(np.arange(len(gains)) + 2)))
+
+
+def ndcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
+    return dcg(labels, scores, k) / dcg(labels, labels, k)
+
+
+def news_metrics(labels_per_impression: Sequence[np.ndarray],
+                 scores_per_impression: Sequence[np.ndarray]) -> dict[str, float]:
+    """Mean AUC / MRR / nDCG@5 / nDCG@10 over impressions with both classes."""
+    rows = []
+    for labels, scores in zip(labels_per_impression, scores_per_impression):
+        labels = np.asarray(labels, dtype=float)
+        scores = np.asarray(scores, dtype=float)
+        if len(labels) != len(scores):
+            raise ValueError(f"impression with {len(labels)} labels but {len(scores)} scores")
+        if len(labels) == 0 or labels.min() == labels.max():
+            continue
+        rows.append((auc(labels, scores), mrr(labels, scores), ndcg(labels, scores, 5),
+                     ndcg(labels, scores, 10)))
+    if not rows:
+        nan = float("nan")
+        return {"auc": nan, "mrr": nan, "ndcg5": nan, "ndcg10": nan, "impressions": 0}
+    mean = np.mean(np.asarray(rows), axis=0)
+    return {"auc": float(mean[0]), "mrr": float(mean[1]), "ndcg5": float(mean[2]),
+            "ndcg10": float(mean[3]), "impressions": len(rows)}
