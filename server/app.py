@@ -4,6 +4,7 @@ to every device, collect metrics-only replies, write rows and print the table.""
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import time
 from dataclasses import asdict
@@ -11,6 +12,7 @@ from logging import INFO
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -23,6 +25,17 @@ from simulations.report import markdown_table, read_rows, write_report
 from strategies.registry import create_many
 
 app = ServerApp()
+
+
+def forward_library_logs() -> None:
+    """Show the framework-free modules' logging (data preparation, loaders) in Flower's log."""
+    flower = logging.getLogger("flwr")
+    for name in ("simulations", "tasks", "backbones"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        for handler in flower.handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
@@ -50,7 +63,11 @@ def run_name(settings: Settings) -> str:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    forward_library_logs()
     settings = Settings.from_run_config(context.run_config)
+    # numpy's OpenBLAS pool hung on a small matvec in the simulation runtime's server thread;
+    # numpy work here is small, torch gets its own explicit thread count.
+    threadpool_limits(1, user_api="blas")
     torch.set_num_threads(settings.server_threads)
     strategies = list(create_many(settings.strategies, settings.strategy_options))
     log(INFO, "swapfl: %d users, schedule %s, strategies %s", settings.users,

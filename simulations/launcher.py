@@ -46,6 +46,9 @@ def flower_env(flwr_home: Path, http_port: int, control_port: int) -> dict[str, 
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
+        # numpy's OpenBLAS spun forever on a small matvec inside the simulation runtime with
+        # its default thread pool; torch sets its own thread count explicitly.
+        OPENBLAS_NUM_THREADS="1",
         FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
         FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
         PATH=bin_dir + os.pathsep + env.get("PATH", ""),
@@ -75,19 +78,52 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds."""
-    if process.poll() is not None and not _group_alive(process.pid):
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process (Linux /proc)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            table[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return table
+
+
+def _process_groups(pid: int) -> dict[int, int]:
+    """Process group of each descendant of ``pid`` (and of ``pid``): Flower's SuperExec and
+    the simulation runtime start their own sessions, so one ``killpg`` is not enough."""
+    parents = _parents()
+    family, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in family:
+                family.add(child)
+                frontier.append(child)
+    groups = {}
+    for member in family:
         try:
-            os.killpg(process.pid, sig)
+            groups[member] = os.getpgid(member)
         except ProcessLookupError:
-            return
+            continue
+    return groups
+
+
+def stop_tree(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop ``process`` and all its descendants' process groups: SIGTERM, then SIGKILL."""
+    groups = set(_process_groups(process.pid).values()) | {process.pid}
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             process.poll()
-            if not _group_alive(process.pid):
+            if not any(_group_alive(g) for g in groups):
                 return
             time.sleep(0.2)
 
@@ -133,9 +169,9 @@ def run_simulation(run_config: dict[str, Any], num_supernodes: int, cpus_per_nod
                 "flwr", "run", str(app_dir), "local", "--stream",
                 "--run-config", str(overrides),
                 "--federation-config",
-                f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_node}",
+                f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_node:g}",
             ]
             return subprocess.run(command, env=env, timeout=timeout).returncode
         finally:
-            stop_group(superlink)
+            stop_tree(superlink)
             log.info("SuperLink process group %d stopped", superlink.pid)

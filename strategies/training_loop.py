@@ -76,7 +76,7 @@ def train_pairs(
             optimizer.step()
             cost.forward_flops += forward.get_total_flops()
             cost.backward_flops += backward.get_total_flops()
-            total += float(loss) * sub.n_pairs
+            total += float(loss.detach()) * sub.n_pairs
         mean_loss = total / max(batch.n_pairs, 1)
     scorer.eval()
     return mean_loss
