@@ -89,7 +89,10 @@ class TransformerBackbone(Backbone):
             param.requires_grad_(False)
         self.arch = arch or self.model.config.model_type
         self.hidden_size = int(self.model.config.hidden_size)
-        self.max_length, self.batch_size = max_length, batch_size
+        # RoBERTa-style embeddings number positions after the padding index
+        offset = getattr(self.model.embeddings, "padding_idx", None)
+        limit = self.model.config.max_position_embeddings - (offset + 1 if offset else 0)
+        self.max_length, self.batch_size = min(max_length, limit), batch_size
         self.sha256 = state_dict_sha256(self.model)
 
     def _tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -70,7 +70,8 @@ class PrivateStore:
             raise TypeError(f"store key {key!r}: metadata must be JSON-serialisable ({err})") \
                 from err
         pointer.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tensors = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+        # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
+        tensors = {name: np.asarray(value).copy(order="C") for name, value in arrays.items()}
         with tempfile.NamedTemporaryFile(dir=pointer.parent, delete=False, suffix=".tmp") as tmp:
             staging = Path(tmp.name)
         try:

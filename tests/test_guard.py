@@ -1,0 +1,58 @@
+"""The uplink guard lets metrics through and blocks everything private."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.guard import UplinkViolation, check_reply, uplink_guard
+
+
+@pytest.fixture
+def incoming():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 2, "t"
+    return Message(RecordDict({"release": ConfigRecord({"release-id": "x"})}), dst_node_id=2,
+                   message_type="train.swap")
+
+
+def _context():
+    return Context(run_id=1, node_id=2, node_config={}, state=RecordDict(), run_config={})
+
+
+def _guarded(incoming, content):
+    return uplink_guard(incoming, _context(), lambda msg, ctx: Message(content, reply_to=msg))
+
+
+def test_metrics_pass_and_uplink_bytes_are_counted(incoming):
+    reply = _guarded(incoming, RecordDict({"metrics": MetricRecord(
+        {"fala/auc": 0.7, "fala/fit-seconds": 0.1, "user-index": 3.0})}))
+    assert not reply.has_error()
+    assert reply.content["metrics"]["fala/auc"] == 0.7
+    assert reply.content["uplink"]["uplink-bytes"] > 0
+
+
+@pytest.mark.parametrize("content, reason", [
+    (RecordDict({"w": ArrayRecord(numpy_ndarrays=[np.ones(3)])}), "ArrayRecord"),
+    (RecordDict({"c": ConfigRecord({"text": "my private diary"})}), "ConfigRecord"),
+    (RecordDict({"m": MetricRecord({"fala/auc": [0.1, 0.9, 0.3]})}), "not a scalar"),
+    (RecordDict({"m": MetricRecord({"fala/logit-7": 0.3})}), "not a whitelisted"),
+    (RecordDict({"m": MetricRecord({"Fala Track/auc": 0.3})}), "not a whitelisted"),
+    (RecordDict({"m": MetricRecord({"fala/auc": float("nan")})}), "not finite"),
+])
+def test_private_content_is_blocked(incoming, content, reason):
+    with pytest.raises(UplinkViolation, match=reason):
+        check_reply(content)
+    reply = _guarded(incoming, content)
+    assert reply.has_error() and "uplink guard blocked" in reply.error.reason
+    assert "my private diary" not in reply.error.reason
+    assert not reply.has_content()
+
+
+def test_error_replies_pass_through(incoming):
+    from flwr.app import Error
+
+    reply = uplink_guard(incoming, _context(),
+                         lambda msg, ctx: Message(Error(code=2, reason="boom"), reply_to=msg))
+    assert reply.has_error() and reply.error.reason == "boom"
