@@ -3,7 +3,8 @@ factorizations and triangular solves, which it does not count, are added analyti
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch.utils.flop_counter import FlopCounterMode
 

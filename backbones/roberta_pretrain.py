@@ -4,9 +4,9 @@ masked-LM on the public corpus (no RoBERTa weights can be had offline)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tokenizers import ByteLevelBPETokenizer
@@ -57,8 +57,10 @@ def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: str | Pa
     return tokenizer
 
 
-def mask_tokens(ids: torch.Tensor, special: torch.Tensor, tokenizer: RobertaTokenizerFast,
-                probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    ids: torch.Tensor, special: torch.Tensor, tokenizer: RobertaTokenizerFast,
+    probability: float, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: of the chosen 15 %, 80 % <mask>, 10 % random token, 10 % unchanged."""
     labels = ids.clone()
     chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special
@@ -106,7 +108,7 @@ def pretrain_roberta(texts: Sequence[str], out_dir: str | Path, config: RobertaP
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if progress and (step % every == 0 or step == 1):
             progress(step, sum(running) / len(running))
             running = []

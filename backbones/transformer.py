@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel, AutoTokenizer
-from transformers.utils import logging as hf_logging
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import logging as hf_logging
 
 from backbones.base import Backbone, TopSplit
 

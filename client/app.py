@@ -9,14 +9,14 @@ import logging
 from pathlib import Path
 
 import torch
-from client.guard import uplink_guard
-from client.store import PrivateStore
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from tasks.news import load_user, private_users, split_chronological
 
 from client.device import Device
+from client.guard import uplink_guard
+from client.store import PrivateStore
 from strategies.registry import create_many
+from tasks.news import load_user, private_users, split_chronological
 from tasks.news_model import build_user_data
 from tasks.release import open_release
 
@@ -54,7 +54,8 @@ def _device(message: Message, context: Context) -> tuple[Device, ConfigRecord]:
                              str(context.run_config.get("strategy-options", "")))
     store = PrivateStore(Path(str(order["state-dir"])) / user)
     device = Device(data, index, store, strategies, Path(str(order["releases"])),
-                    seed=int(context.run_config.get("seed", 0)))
+                    seed=int(context.run_config.get("seed", 0)),
+                    personalize_lam=float(context.run_config.get("personalize-lam", 1e-4)))
     return device, order
 
 

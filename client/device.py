@@ -13,8 +13,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from client.store import PrivateStore
 
+from client.store import PrivateStore
 from strategies.base import CostReport, LocalStrategy, TrackState
 from strategies.fala.strategy import personalize_on_labels
 from tasks.news_model import NewsUserData, batch_metrics
@@ -32,9 +32,11 @@ class Device:
     def __init__(
         self, data: NewsUserData, user_index: int, store: PrivateStore,
         strategies: dict[str, LocalStrategy], releases: Path, seed: int = 0,
+        personalize_lam: float = 1e-4,
     ) -> None:
         self.data, self.user_index, self.store = data, user_index, store
         self.strategies, self.releases, self.seed = strategies, Path(releases), seed
+        self.personalize_lam = personalize_lam
 
     def _rng(self, track: str, version: str) -> np.random.Generator:
         key = [self.seed, self.user_index, zlib.crc32(track.encode()), zlib.crc32(version.encode())]
@@ -60,7 +62,7 @@ class Device:
 
     def personalize(self, model: ReleasedModel) -> dict[str, float]:
         """First version: personalize once on labels, fork every track from it, evaluate."""
-        base, base_cost = personalize_on_labels(model, self.data)
+        base, base_cost = personalize_on_labels(model, self.data, self.personalize_lam)
         metrics = self._evaluate(FIRST_PERSONALIZATION, _Stage0(), base, model, base_cost)
         for name, strategy in self.strategies.items():
             rng = self._rng(name, model.version)

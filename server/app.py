@@ -4,18 +4,18 @@ to every device, collect metrics-only replies, write rows and print the table.""
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import time
 from dataclasses import asdict
 from logging import INFO
 from pathlib import Path
 
 import torch
-from threadpoolctl import threadpool_limits
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from threadpoolctl import threadpool_limits
 
 from server.releases import build_or_load_release
 from server.results import DeviceError, ResultsWriter, rows_from_reply

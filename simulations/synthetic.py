@@ -95,7 +95,7 @@ def topic_vocabularies(topics: tuple[str, ...], words_per_topic: int,
         vocab[topic].append(topic)
         claimed.add(topic)
     while any(len(v) < words_per_topic for v in vocab.values()):
-        for topic, ranking in zip(topics, rankings):
+        for topic, ranking in zip(topics, rankings, strict=True):
             if len(vocab[topic]) >= words_per_topic:
                 continue
             for row in ranking:
@@ -173,7 +173,7 @@ def generate_mind(out_dir: str | Path, config: SyntheticNewsConfig) -> Path:
                 labels[np.argmin(affinity[cands])] = 0
             impressions.append((time, u, tuple(history[-config.history_length[1]:]),
                                 tuple(int(c) for c in cands), tuple(int(y) for y in labels)))
-            history += [int(c) for c, y in zip(cands, labels) if y]
+            history += [int(c) for c, y in zip(cands, labels, strict=True) if y]
 
     impressions.sort(key=lambda row: (row[0], row[1]))
     rows = [Impression(str(i + 1), f"U{10000 + u}", time,

@@ -6,7 +6,7 @@ whose labels are all one class (the scorer cannot rank them).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -37,7 +37,7 @@ def news_metrics(labels_per_impression: Sequence[np.ndarray],
                  scores_per_impression: Sequence[np.ndarray]) -> dict[str, float]:
     """Mean AUC / MRR / nDCG@5 / nDCG@10 over impressions with both classes."""
     rows = []
-    for labels, scores in zip(labels_per_impression, scores_per_impression):
+    for labels, scores in zip(labels_per_impression, scores_per_impression, strict=True):
         labels = np.asarray(labels, dtype=float)
         scores = np.asarray(scores, dtype=float)
         if len(labels) != len(scores):

@@ -15,10 +15,10 @@ import logging
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def write_behaviors(path: str | Path, impressions: Iterable[Impression]) -> None
         if imp.labels is None:
             cands = " ".join(imp.candidates)
         else:
-            cands = " ".join(f"{c}-{y}" for c, y in zip(imp.candidates, imp.labels))
+            cands = " ".join(f"{c}-{y}" for c, y in zip(imp.candidates, imp.labels, strict=True))
         return "\t".join((imp.impression_id, imp.user_id, imp.time.strftime(TIME_FORMAT),
                           " ".join(imp.history), cands)) + "\n"
 

@@ -27,7 +27,7 @@ def replies(tiny_settings, world, releases):
                       state=RecordDict(),
                       run_config=tiny_run_config(tiny_settings.work_dir, tiny_settings.out_dir))
     out = []
-    for manifest, kind in zip(releases[1], ("train.personalize", "train.swap")):
+    for manifest, kind in zip(releases[1], ("train.personalize", "train.swap"), strict=True):
         out.append(app(_order(tiny_settings, world, releases, manifest, kind), context))
     return out
 

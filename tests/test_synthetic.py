@@ -42,7 +42,7 @@ def _click_topics(rows, news, users):
     counts = np.zeros(len(topics))
     for row in rows:
         if row.user_id in users:
-            for c, y in zip(row.candidates, row.labels):
+            for c, y in zip(row.candidates, row.labels, strict=True):
                 counts[topics.index(news[c].category)] += y
     return counts / counts.sum()
 

@@ -29,8 +29,9 @@ from tasks.release import ReleasedModel
 
 @dataclass
 class FalaConfig(StrategyConfig):
-    lam: float = 0.1  # ridge strength (the system is E Eᵀ + nλ I)
-    lam_grid: str = ""  # e.g. "0.01,0.1,1": pick λ per user by closed-form leave-one-out
+    lam: float = 1e-3  # ridge strength (the system is E Eᵀ + nλ I), used when lam_grid is ""
+    # λ per user by closed-form leave-one-out over this grid (mse objective only)
+    lam_grid: str = "0.0001 0.001 0.01 0.1 1"
     solver: str = "anchored"  # "anchored" (θ₀ = 1) | "plain" (toward 0) | "adam" (iterative)
     anchor: str = "ones"  # "ones" | "random" (the random-init ablation)
     objective: str = "mse"  # "mse" | "ce-labels" | "ce-distill" | "mse+ce"
@@ -90,7 +91,7 @@ def users_and_news(model: ReleasedModel, data: NewsUserData, batch: NewsBatch
     return users.numpy(), news.numpy(), flops
 
 
-def personalize_on_labels(model: ReleasedModel, data: NewsUserData, lam: float = 0.1
+def personalize_on_labels(model: ReleasedModel, data: NewsUserData, lam: float = 1e-4
                           ) -> tuple[TrackState, CostReport]:
     """Stage 0 (first version, no old logits): θ by anchored logistic regression on labels."""
     cost = CostReport()
