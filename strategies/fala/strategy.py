@@ -60,7 +60,10 @@ class FalaConfig(StrategyConfig):
                 raise ValueError(f"{option} must be one of {sorted(choices)}, got "
                                  f"{getattr(self, option)!r}")
         if self.lam_values() is not None and self.objective != "mse":
-            raise ValueError("lam_grid (leave-one-out) needs objective 'mse'")
+            raise ValueError(
+                f"lam_grid (leave-one-out λ) needs objective 'mse'; for {self.objective!r} set "
+                "a fixed λ, e.g. fala.lam-grid= fala.lam=0.001"
+            )
 
     def lam_values(self) -> list[float] | None:
         if not self.lam_grid.strip():
