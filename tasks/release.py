@@ -19,7 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from backbones.base import Backbone
-from backbones.cache import PUBLIC_FEATURES
+from backbones.cache import PUBLIC_FEATURES, CachedFeatures
 from backbones.registry import load_backbone
 from tasks.news_model import NewsBatch, NewsHead, NewsUserData, load_head, pair_products
 
@@ -112,30 +112,30 @@ class ReleasedModel:
     def version(self) -> str:
         return self.manifest.version
 
-    def features(
-        self, data: NewsUserData, docs: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Backbone features for some of the user's documents (other rows left zero) and the
-        forward FLOPs per requested document. Public documents only (cached per process)."""
+    def features(self, data: NewsUserData, docs: np.ndarray) -> CachedFeatures:
+        """Backbone features for some of the user's documents (other rows left zero), the
+        forward FLOPs per requested document, and the encode seconds the per-process cache
+        saved (to be added to the caller's fit time). Public documents only."""
         out = np.zeros((len(data.doc_ids), self.backbone.hidden_size), dtype=np.float32)
-        vectors, flops = PUBLIC_FEATURES.encode(
+        cached = PUBLIC_FEATURES.encode(
             self.backbone, [data.doc_ids[i] for i in docs], [data.texts[i] for i in docs]
         )
-        out[docs] = vectors
-        return out, flops
+        out[docs] = cached.vectors
+        return cached._replace(vectors=out)
 
     def pair_products(self, features: np.ndarray, batch: NewsBatch) -> np.ndarray:
         return pair_products(self.head, features, batch)
 
 
-_OPEN: OrderedDict[str, ReleasedModel] = OrderedDict()
+_OPEN: OrderedDict[tuple[str, str], ReleasedModel] = OrderedDict()
 
 
 def open_release(root: Path, release_id: str, max_open: int = 3) -> ReleasedModel:
     """Load and verify a release (kept open per process: releases are public and read-only)."""
-    if release_id in _OPEN:
-        _OPEN.move_to_end(release_id)
-        return _OPEN[release_id]
+    key = (str(Path(root).resolve()), release_id)
+    if key in _OPEN:
+        _OPEN.move_to_end(key)
+        return _OPEN[key]
     folder = Path(root) / release_id
     manifest = read_manifest(root, release_id)
     if manifest is None:
@@ -153,7 +153,7 @@ def open_release(root: Path, release_id: str, max_open: int = 3) -> ReleasedMode
         )
     head = load_head(manifest.head["config"], load_file(head_path))
     model = ReleasedModel(manifest, backbone, head)
-    _OPEN[release_id] = model
+    _OPEN[key] = model
     while len(_OPEN) > max_open:
         _OPEN.popitem(last=False)
     return model

@@ -94,3 +94,18 @@ def test_roberta_pretraining_is_deterministic_and_learns(tiny_roberta):
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
         TransformerBackbone(tmp_path / "nope")
+
+
+def test_user_glove_text_file(tmp_path):
+    from backbones.registry import load_backbone, loader_for_path
+
+    path = tmp_path / "vectors.txt"
+    path.write_text("goal 1 0 0\nmatch 0.8 0.2 0\nbank 0 0 1\n")
+    assert loader_for_path(path) == "glove"
+    backbone = load_backbone("glove", str(path))
+    vectors = backbone.encode(["goal match", "bank", "unknown words only"])
+    np.testing.assert_allclose(vectors[0], [0.9, 0.1, 0.0], atol=1e-6)
+    assert not vectors[2].any()  # no known token -> zeros, not an error
+    path.write_text("goal 1 0 0\nmatch 0.8 0.2\n")
+    with pytest.raises(ValueError, match="vectors.txt:2: 2 values, expected 3"):
+        load_backbone("glove", str(path))

@@ -85,13 +85,18 @@ class FalaConfig(StrategyConfig):
         )
 
 
-def users_and_news(model: ReleasedModel, data: NewsUserData, batch: NewsBatch
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frozen (U, V) per pair under ``model`` and the forward FLOPs per document used."""
-    features, flops = model.features(data, batch.documents())
+def users_and_news(model: ReleasedModel, data: NewsUserData, batch: NewsBatch,
+                   cost: CostReport | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen (U, V) per pair under ``model``; charges the forwards of every document used
+    (candidates and the histories that build u) to ``cost``, cached or not."""
+    features = model.features(data, batch.documents())
+    if cost is not None:
+        cost.backbone_forwards += len(features.flops)
+        cost.forward_flops += int(features.flops.sum())
+        cost.fit_seconds += features.cached_seconds
     with torch.no_grad():
-        users, news = model.head.users_and_news(torch.from_numpy(features), batch)
-    return users.numpy(), news.numpy(), flops
+        users, news = model.head.users_and_news(torch.from_numpy(features.vectors), batch)
+    return users.numpy(), news.numpy()
 
 
 def personalize_on_labels(model: ReleasedModel, data: NewsUserData, lam: float = 1e-4
@@ -99,11 +104,10 @@ def personalize_on_labels(model: ReleasedModel, data: NewsUserData, lam: float =
     """Stage 0 (first version, no old logits): θ by anchored logistic regression on labels."""
     cost = CostReport()
     with cost.timed():
-        users, news, flops = users_and_news(model, data, data.finetune)
+        users, news = users_and_news(model, data, data.finetune, cost)
         solver = PersonalMatrix(lam=lam, objective="ce-labels").fit(
             users * news, y=data.finetune.labels
         )
-    cost.backbone_forwards, cost.forward_flops = len(flops), int(flops.sum())
     cost.solver_flops, cost.examples_used = int(solver.solver_flops_), data.finetune.n_pairs
     cost.fit_error = float(solver.fit_error_)
     return TrackState({"theta": solver.coef_.astype(np.float32)}), cost
@@ -117,7 +121,7 @@ class Fala(LocalStrategy):
         """Choose examples by the OLD embeddings and keep their old personalized logits."""
         batch = data.finetune
         old_logits = self.predict(state, old_model, data, batch)
-        users, news, _ = users_and_news(old_model, data, batch)
+        users, news = users_and_news(old_model, data, batch)
         seed = int(state.meta.get("seed", 0))
         chosen = select_examples(
             self.config.selection, users * news, batch.labels,
@@ -137,7 +141,7 @@ class Fala(LocalStrategy):
         cost = CostReport()
         with cost.timed():
             batch = data.finetune.subset(state.arrays["selected"])
-            users, news, flops = users_and_news(new_model, data, batch)
+            users, news = users_and_news(new_model, data, batch, cost)
             solver = self.config.make_solver(random_state=int(rng.integers(2**31)))
             if self.config.full_rank:
                 solver.fit(users, news, state.arrays["old_logits"])
@@ -146,7 +150,6 @@ class Fala(LocalStrategy):
             else:
                 solver.fit(users * news, z=state.arrays["old_logits"], y=batch.labels)
                 arrays = {"theta": solver.coef_.astype(np.float32)}
-        cost.backbone_forwards, cost.forward_flops = len(flops), int(flops.sum())
         cost.solver_flops = int(solver.solver_flops_)
         cost.examples_used = batch.n_pairs
         cost.strong_queries = int(state.meta.get("strong_queries", 0))
@@ -161,7 +164,7 @@ class Fala(LocalStrategy):
     def predict(self, state, model, data, batch):
         if "dual_coef" not in state.arrays or state.meta.get("fitted-version") != model.version:
             return super().predict(state, model, data, batch)
-        users, news, _ = users_and_news(model, data, batch)
+        users, news = users_and_news(model, data, batch)
         solver = FullRankPersonalMatrix(lam=self.config.lam)
         solver.dual_coef_ = state.arrays["dual_coef"]
         solver.U_, solver.V_ = state.arrays["support_users"], state.arrays["support_news"]
