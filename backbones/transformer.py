@@ -1,7 +1,8 @@
 """Transformer backbones from local Hugging Face folders (MiniLM, a trained RoBERTa, yours).
 
 Pooling is the attention-mask mean of the last hidden state (how all-MiniLM-L6-v2 was trained).
-FLOPs are measured per batch with FlopCounterMode and split over texts by token count.
+FLOPs are measured per batch with FlopCounterMode (padded positions included: texts are padded
+to ``max_length`` for reproducibility) and split over texts by their real token counts.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class TransformerBackbone(Backbone):
         self.sha256 = state_dict_sha256(self.model)
 
     def _tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(texts), padding=True, truncation=True,
+        # Fixed-length padding makes a text's vector bitwise independent of its batch-mates
+        # (with padding to the longest text it varied by ~1e-7, enough to flip k-means picks
+        # between runs whose devices shared caches in a different order).
+        return self.tokenizer(list(texts), padding="max_length", truncation=True,
                               max_length=self.max_length, return_tensors="pt")
 
     def encode_with_flops(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ from tasks.release import (
     write_release,
 )
 
-RELEASE_FORMAT = 1
+RELEASE_FORMAT = 2  # bump when release contents change for the same configuration
 ENCODE_CHUNK = 256
 
 
