@@ -3,8 +3,10 @@
 Privacy is a product feature. A reply may hold ``MetricRecord``s with whitelisted, finite,
 scalar values under ``<track>/<metric>`` or ``<metric>`` keys. Anything else — an
 ``ArrayRecord`` (weights, embeddings), a ``ConfigRecord`` (text), a list (logits), an unknown
-key — is refused: the device sends an error reply instead of the content. The guard also
-counts the uplink bytes of what it lets through.
+key — is refused: the device sends an error reply instead of the content. A handler that
+raises gets an error reply naming only the exception type: exception texts may quote private
+data, so the traceback stays in the device's log. The guard also counts the uplink bytes of
+what it lets through.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from logging import WARNING
+from logging import ERROR, WARNING
 
 from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
@@ -59,7 +61,15 @@ def make_uplink_guard(allowed: frozenset[str] = ALLOWED_METRICS) -> Callable:
     """Build the mod for a given whitelist."""
 
     def uplink_guard(message: Message, context: Context, call_next: Callable) -> Message:
-        reply = call_next(message, context)
+        try:
+            reply = call_next(message, context)
+        except Exception as err:  # an exception text may quote private data: keep it local
+            log(ERROR, "device handler failed (details stay on the device)", exc_info=True)
+            return Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                      reason=f"{type(err).__name__} on the device; details are in its local log"),
+                reply_to=message,
+            )
         if reply.has_error():
             return reply
         try:

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.common.logger import log
-from tasks.news import load_public, split_chronological
 
 from backbones.base import Backbone
 from backbones.registry import PACKAGED, SERVER_TRAINED, load_backbone, loader_for_path
 from server.settings import ScheduleEntry, Settings
+from tasks.news import load_public, split_chronological
 from tasks.news_model import GlobalTrainingConfig, build_batch, train_global_head
 from tasks.release import (
     BACKBONE_DIR,

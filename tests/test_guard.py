@@ -56,3 +56,12 @@ def test_error_replies_pass_through(incoming):
     reply = uplink_guard(incoming, _context(),
                          lambda msg, ctx: Message(Error(code=2, reason="boom"), reply_to=msg))
     assert reply.has_error() and reply.error.reason == "boom"
+
+
+def test_exceptions_do_not_carry_their_text_upstream(incoming):
+    def failing(msg, ctx):
+        raise ValueError("behaviors.tsv:3: my private title")
+
+    reply = uplink_guard(incoming, _context(), failing)
+    assert reply.has_error() and "ValueError" in reply.error.reason
+    assert "private" not in reply.error.reason
