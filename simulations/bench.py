@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tasks.news import load_user, private_users, split_chronological
 
 from backbones.cache import PUBLIC_FEATURES
 from server.releases import build_or_load_release
@@ -23,6 +22,7 @@ from server.settings import Settings, parse_schedule
 from simulations.data import prepare_dataset, synthetic_config
 from strategies.fala.strategy import personalize_on_labels
 from strategies.registry import create
+from tasks.news import load_user, private_users, split_chronological
 from tasks.news_model import build_user_data
 from tasks.release import open_release
 

@@ -6,10 +6,9 @@ import argparse
 import logging
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from simulations.launcher import APP_DIR, run_simulation
 

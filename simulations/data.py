@@ -15,9 +15,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.news import partition_mind
-
 from simulations.synthetic import SyntheticNewsConfig, generate_mind
+from tasks.news import partition_mind
 
 log = logging.getLogger(__name__)
 

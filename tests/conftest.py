@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,8 +37,9 @@ def tiny_run_config(work_dir: Path, out_dir: Path, **overrides) -> dict:
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT with the real MiniLM tokenizer (saved locally)."""
     import torch
-    from backbones.transformer import minilm_dir
     from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from backbones.transformer import minilm_dir
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
@@ -94,7 +95,6 @@ def models(releases):
 @pytest.fixture(scope="session")
 def user_data(world):
     from tasks.news import load_user, private_users, split_chronological
-
     from tasks.news_model import build_user_data
 
     user = private_users(world)[0]

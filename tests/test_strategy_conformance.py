@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from client.guard import UplinkViolation, check_reply
-from client.store import PrivateStore
 from flwr.app import ArrayRecord, RecordDict
 
+from client.guard import UplinkViolation, check_reply
+from client.store import PrivateStore
 from strategies.base import TrackState
 from strategies.fala.strategy import personalize_on_labels
 from strategies.registry import create, names
