@@ -40,7 +40,17 @@ def _user_of(context: Context, data_dir: Path) -> tuple[str, int]:
     return users[index], index
 
 
+def _show_progress() -> None:
+    """Route the device loop's progress lines to Flower's log handlers."""
+    device_log = logging.getLogger("client")
+    if not device_log.handlers:
+        device_log.setLevel(logging.INFO)
+        for handler in logging.getLogger("flwr").handlers:
+            device_log.addHandler(handler)
+
+
 def _device(message: Message, context: Context) -> tuple[Device, ConfigRecord]:
+    _show_progress()
     order = message.content.config_records["release"]
     torch.set_num_threads(int(context.run_config.get("threads", 1)))
     data_dir = Path(str(context.node_config.get("data-dir", order["data-dir"])))

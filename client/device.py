@@ -90,7 +90,7 @@ class Device:
             state, cost = strategy.fit(self._load(name), new_model, self.data, rng)
             state.meta.setdefault("seed", int(rng.integers(2**31)))
             metrics |= self._evaluate(name, strategy, state, new_model, cost)
-            log.info("user %s %s on %s: auc %.4f in %.2fs", self.data.user_id, name,
+            log.info("device %d %s on %s: auc %.4f, fit %.2fs", self.user_index, name,
                      new_model.version, metrics[f"{name}/auc"], cost.fit_seconds)
         self.store.save(CURRENT, {}, {"release": new_model.manifest.release_id,
                                       "version": new_model.version})
