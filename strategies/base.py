@@ -57,13 +57,10 @@ class CostReport:
 
     def to_metrics(self) -> dict[str, float]:
         """Hyphenated metric names, finite values only (the uplink guard rejects NaN)."""
-        out: dict[str, float] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra" or value is None:
-                continue
-            out[f.name.replace("_", "-")] = value
-        out.update(self.extra)
+        values = dataclasses.asdict(self)
+        extra = values.pop("extra")
+        out = {k.replace("_", "-"): v for k, v in values.items() if v is not None}
+        out.update(extra)
         return {k: v for k, v in out.items() if math.isfinite(float(v))}
 
     @contextmanager
@@ -127,6 +124,7 @@ class LocalStrategy(ABC):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    does_local_work: ClassVar[bool] = True  # False only for baselines that just install
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -18,6 +18,8 @@ def identity_theta(model: ReleasedModel) -> np.ndarray:
 class GlobalModel(LocalStrategy):
     """New global model as released: θ = 1, no personalization, no device work."""
 
+    does_local_work = False
+
     def init_state(self, personalized, model, data, rng):
         return TrackState({"theta": identity_theta(model)}), CostReport()
 
