@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from backbones.base import Backbone, TopSplit
+from backbones.base import Backbone, FrozenVectors
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
@@ -89,12 +88,13 @@ def _load_glove(path: str | None, size: int, mtime: int
 class GloveBackbone(Backbone):
     """Mean of the GloVe vectors of a text's known tokens (zeros if none is known).
 
-    It has no layers: ``split_top`` returns the pooled vectors and an identity top, so
-    layer-tuning strategies reduce to tuning the task head (reported, not hidden).
+    It has no layers: ``tunable`` and ``split_top`` return frozen vectors, so layer-tuning
+    and PEFT strategies reduce to tuning the task head (reported, not hidden).
     Forward FLOPs are analytic: one add per token and dimension (no multiply-adds).
     """
 
     arch = "glove"
+    max_length = 10**9  # a mean of word vectors has no token limit
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
@@ -117,11 +117,34 @@ class GloveBackbone(Backbone):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_with_flops(texts)[0]
 
-    def split_top(self, texts: Sequence[str]) -> TopSplit:
-        vectors, flops = self.encode_with_flops(texts)
-        return TopSplit(
-            below=(torch.from_numpy(vectors),), top=nn.Identity(), below_flops=int(flops.sum())
-        )
+    def tunable(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+                max_length: int | None = None) -> FrozenVectors:
+        """Mean vectors of the texts (no layers to tune); with contexts, the mean over the
+        context's last known words and the text's, at most ``max_length`` words (the text's
+        own words are always kept)."""
+        if contexts is None or not any(contexts):
+            vectors, flops = self.encode_with_flops(texts)
+            extra = np.zeros(len(texts), dtype=np.int64)
+        else:
+            budget = max_length or 128
+            vectors = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+            flops = np.zeros(len(texts), dtype=np.int64)
+            extra = np.zeros(len(texts), dtype=np.int64)
+            for i, (text, context) in enumerate(zip(texts, contexts, strict=True)):
+                own = self._rows(text)
+                room = max(budget - len(own), 0)
+                added = self._rows(context)[-room:] if room else []
+                rows = added + own
+                extra[i] = len(added)
+                if rows:
+                    vectors[i] = self.vectors_[rows].mean(axis=0)
+                    flops[i] = len(rows) * self.hidden_size
+        return FrozenVectors(torch.from_numpy(vectors), extra_tokens=extra,
+                             setup_flops=int(flops.sum()), setup_forwards=len(texts))
+
+    def split_top(self, texts: Sequence[str]) -> FrozenVectors:
+        """No layers: the top is empty and layer tuning reduces to tuning the head."""
+        return self.tunable(texts)
 
     def num_parameters(self) -> int:
         return int(self.vectors_.size)

@@ -24,7 +24,7 @@ from transformers import AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import logging as hf_logging
 
-from backbones.base import Backbone, TopSplit
+from backbones.base import Backbone, TunableEncoder
 
 
 def minilm_dir() -> Path:
@@ -118,9 +118,7 @@ class TransformerBackbone(Backbone):
         self.arch = arch or config.model_type
         self.hidden_size = int(config.hidden_size)
         # RoBERTa-style embeddings number positions after the padding index
-        offset = getattr(self.model.embeddings, "padding_idx", None)
-        limit = config.max_position_embeddings - (offset + 1 if offset is not None else 0)
-        self.max_length, self.batch_size = min(max_length, limit), batch_size
+        self.max_length, self.batch_size = min(max_length, self.position_limit), batch_size
         self.sha256 = state_dict_sha256(self.model)
         self._flops_by_shape: dict[tuple[str, int, int], int] = {}
 
@@ -154,12 +152,54 @@ class TransformerBackbone(Backbone):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_with_flops(texts)[0]
 
-    def split_top(self, texts: Sequence[str]) -> TopSplit:
+    def tunable(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+                max_length: int | None = None) -> TransformerEncoder:
+        """A private frozen copy of the model over ``texts`` (see ``Backbone.tunable``)."""
+        plain = self._tokens(texts)
+        if contexts is None or not any(contexts):
+            tokens, extra = plain, np.zeros(len(texts), dtype=np.int64)
+        else:
+            budget = min(max_length or 2 * self.max_length, self.position_limit)
+            tokens = self._tokens_with_contexts(texts, contexts, budget)
+            extra = (tokens["attention_mask"].sum(1) - plain["attention_mask"].sum(1)).numpy()
+        return TransformerEncoder(self, tokens, extra)
+
+    def _tokens_with_contexts(self, texts: Sequence[str], contexts: Sequence[str],
+                              budget: int) -> dict[str, torch.Tensor]:
+        """``context [SEP] text`` per text, truncated from the left to ``budget`` tokens.
+
+        The text is first cut to its own plain budget (at the character offset of its last
+        kept token, so it reads exactly as the plain encoding); left truncation then drops the
+        start of the context first, so contexts should put their most relevant part last."""
+        keep = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        offsets = self.tokenizer(list(texts), add_special_tokens=False,
+                                 return_offsets_mapping=True)["offset_mapping"]
+        combined = []
+        for text, context, spans in zip(texts, contexts, offsets, strict=True):
+            if len(spans) > keep:
+                text = text[: spans[keep - 1][1]]
+            combined.append(f"{context} {self.tokenizer.sep_token} {text}" if context else text)
+        side = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left"
+        try:
+            return self.tokenizer(combined, padding="longest", truncation=True,
+                                  max_length=budget, return_tensors="pt")
+        finally:
+            self.tokenizer.truncation_side = side
+
+    @property
+    def position_limit(self) -> int:
+        """The longest input the model's position embeddings allow."""
+        config = self.model.config
+        offset = getattr(self.model.embeddings, "padding_idx", None)
+        return config.max_position_embeddings - (offset + 1 if offset is not None else 0)
+
+    def split_top(self, texts: Sequence[str]) -> TopLayerEncoder:
         """Input of the last layer for each text (frozen) + a trainable copy of that layer.
 
-        ``below`` = (hidden (n, T, d) float32, attention mask (n, T) int64) with T the longest
-        text's token count. The forward stops at the last layer's input, so ``below_flops``
-        are the measured FLOPs of the embeddings and the layers under it only.
+        The frozen part is (hidden (n, T, d) float32, attention mask (n, T) int64) with T the
+        longest text's token count. The forward stops at the last layer's input, so
+        ``setup_flops`` are the measured FLOPs of the embeddings and the layers under it only.
         """
         layers = self._layers()
         parts: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -192,7 +232,8 @@ class TransformerBackbone(Backbone):
             below_mask[row : row + len(mask)] = mask[:, :width]
             row += len(hidden)
         top = TopLayerPooler(layers[-1], self.model.config)
-        return TopSplit(below=(below, below_mask), top=top, below_flops=below_flops)
+        return TopLayerEncoder(below, below_mask, top, setup_flops=below_flops,
+                               setup_forwards=len(texts))
 
     def _measured(self, kind: str, batch: dict[str, torch.Tensor],
                   forward: Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -223,6 +264,72 @@ class TransformerBackbone(Backbone):
     def top_parameters(self) -> int:
         """Parameters of the last encoder layer (what ``split_top``'s top trains)."""
         return sum(p.numel() for p in self._layers()[-1].parameters())
+
+
+class TopLayerEncoder(TunableEncoder):
+    """Frozen inputs of the last layer, computed once, and a trainable copy of that layer."""
+
+    has_layers = True
+
+    def __init__(self, below: torch.Tensor, below_mask: torch.Tensor, top: TopLayerPooler,
+                 **bookkeeping) -> None:
+        super().__init__(len(below), **bookkeeping)
+        self.below, self.below_mask, self.top = below, below_mask, top
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.top(self.below[rows], self.below_mask[rows])
+
+
+class TransformerEncoder(TunableEncoder):
+    """A private copy of a Hugging Face encoder over fixed token tensors, all weights frozen.
+
+    ``forward`` runs the model from tokens (each minibatch trimmed to its longest text, in
+    chunks of the backbone's batch size) and mean-pools the last hidden state over the text's
+    own tokens. ``model`` may be replaced by a wrapper that takes the same arguments (a peft
+    model for prefix tuning); prefix positions are not part of the pooled output.
+    """
+
+    has_layers = True
+    lora_targets = ("query", "value")  # BERT / RoBERTa self-attention projections
+
+    def __init__(self, backbone: TransformerBackbone, tokens: dict[str, torch.Tensor],
+                 extra_tokens: np.ndarray) -> None:
+        super().__init__(len(tokens["input_ids"]), extra_tokens=extra_tokens)
+        self.model = copy.deepcopy(backbone.model)
+        self.model.requires_grad_(False)
+        self.input_ids = tokens["input_ids"]
+        self.attention_mask = tokens["attention_mask"]
+        self.mask_token_id = backbone.tokenizer.mask_token_id
+        self.special_ids = tuple(backbone.tokenizer.all_special_ids)
+        self.chunk = backbone.batch_size
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._pooled(rows[start : start + self.chunk])
+                          for start in range(0, len(rows), self.chunk)])
+
+    def _pooled(self, rows: torch.Tensor) -> torch.Tensor:
+        mask = self.attention_mask[rows]
+        width = max(int(mask.sum(1).max()), 1)
+        mask = mask[:, :width]
+        out = self.model(input_ids=self.input_ids[rows, :width], attention_mask=mask)
+        return mean_pool(out.last_hidden_state, mask)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                      ) -> torch.Tensor:
+        """Last hidden states (n, T, d) of given tokens (e.g. masked copies for MLM)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The word embedding table (tied decoder of masked-LM scores)."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return base.get_input_embeddings()
+
+    def adapter_sites(self) -> list[nn.Linear]:
+        """Per layer: the attention output projection and the feed-forward output projection
+        (Houlsby et al. place an adapter after each, before the residual and LayerNorm)."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return [site for layer in base.encoder.layer
+                for site in (layer.attention.output.dense, layer.output.dense)]
 
 
 def _split_by_tokens(total: int, mask: torch.Tensor) -> np.ndarray:

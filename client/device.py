@@ -76,7 +76,7 @@ class Device:
             rng = self._rng(name, model.version)
             state, cost = strategy.init_state(base, model, self.data, rng)
             state.meta["seed"] = int(rng.integers(2**31))
-            logits = strategy.predict(state, model, self.data, self.data.test)
+            logits = strategy.predict(state, model, self.data, self.data.test, cost)
             metrics |= self._evaluate(name, logits, state, cost)
         self.store.save(CURRENT, {}, {"release": model.manifest.release_id,
                                       "version": model.version})
@@ -98,7 +98,7 @@ class Device:
             rng = self._rng(name, new_model.version)
             state, cost = strategy.fit(self._load(name), new_model, self.data, rng)
             state.meta.setdefault("seed", int(rng.integers(2**31)))
-            logits = strategy.predict(state, new_model, self.data, self.data.test)
+            logits = strategy.predict(state, new_model, self.data, self.data.test, cost)
             metrics |= self._evaluate(name, logits, state, cost)
             self._progress(name, new_model.version, metrics, cost)
         self.store.save(CURRENT, {}, {"release": new_model.manifest.release_id,

@@ -21,7 +21,8 @@ from strategies.schema import cost_metrics
 from tasks.base import MetricSpec
 from tasks.registry import get_task
 
-TABLE_COSTS = ("fit-seconds", "forward-flops", "backward-flops", "examples-used")
+TABLE_COSTS = ("fit-seconds", "forward-flops", "backward-flops", "trainable-params",
+               "state-bytes")
 """The cost columns of the printed table (summary.csv has every cost)."""
 
 
@@ -113,6 +114,24 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     return "\n".join(lines)
 
 
+def cost_notes(rows: Sequence[dict]) -> list[str]:
+    """What the table's numbers cannot show: strategies that fell back to tuning the head
+    only (a backbone without layers) and inference-time extra tokens."""
+    head_only: dict[str, set[str]] = defaultdict(set)
+    extra_tokens: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        if row.get("head-only") == 1:
+            head_only[row["version"]].add(row["strategy"])
+        if row.get("extra-inference-tokens", 0) > 0:
+            extra_tokens[(row["version"], row["strategy"])].append(row["extra-inference-tokens"])
+    notes = [f"On {version} (no layers) {', '.join(sorted(names))} tuned the head and θ only."
+             for version, names in head_only.items()]
+    notes += [f"{strategy} on {version} adds {np.mean(values):.1f} input tokens per text at "
+              "every inference (mean over users)."
+              for (version, strategy), values in extra_tokens.items()]
+    return notes
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write table.md and summary.csv beside rows.jsonl; returns the Markdown path."""
     run_dir = Path(run_dir)
@@ -132,5 +151,6 @@ def write_report(run_dir: str | Path) -> Path:
         f"Task {rows[0].get('task', 'news')}: mean ± std over users; primary metric "
         f"{spec.primary} ({direction} is better). FLOPs: 2 per multiply-add (torch "
         "FlopCounterMode).\n\n" + markdown_table(rows) + "\n"
+        + "".join(f"\n- {note}" for note in cost_notes(rows)) + "\n"
     )
     return md

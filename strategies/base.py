@@ -20,6 +20,7 @@ from typing import Any, ClassVar, get_type_hints
 
 import numpy as np
 
+from strategies.peak_memory import PeakMemory
 from tasks.base import Examples, UserData
 from tasks.release import ReleasedModel
 
@@ -55,6 +56,8 @@ class CostReport:
     strong_queries: int = 0
     clusters: int = 0
     fit_error: float | None = None
+    extra_inference_tokens: float = 0.0  # mean extra input tokens per text at inference
+    peak_memory_bytes: int | None = None  # resident-memory growth at the fit's peak
     extra: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -73,12 +76,15 @@ class CostReport:
 
     @contextmanager
     def timed(self) -> Iterator[CostReport]:
-        """Add the wall time of the block to ``fit_seconds``."""
+        """Add the wall time of the block to ``fit_seconds`` and keep its peak memory."""
         start = time.perf_counter()
         try:
-            yield self
+            with PeakMemory() as peak:
+                yield self
         finally:
             self.fit_seconds += time.perf_counter() - start
+            if peak.bytes_ is not None:
+                self.peak_memory_bytes = max(self.peak_memory_bytes or 0, peak.bytes_)
 
 
 @dataclass
@@ -159,7 +165,11 @@ class LocalStrategy(ABC):
         """Adapt locally to the new model; return the new state and what it cost."""
 
     def predict(
-        self, state: TrackState, model: ReleasedModel, data: UserData, batch: Examples
+        self, state: TrackState, model: ReleasedModel, data: UserData, batch: Examples,
+        cost: CostReport | None = None,
     ) -> np.ndarray:
-        """(n, C) logits of the track's personalized model: ``z = E θ + offset``."""
+        """(n, C) logits of the track's personalized model: ``z = E θ + offset``.
+
+        ``cost``, when given, receives inference-time costs (e.g. ``extra_inference_tokens``
+        of strategies that lengthen every input)."""
         return model.design(data, batch).logits(state.theta)

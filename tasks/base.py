@@ -61,7 +61,8 @@ class MetricSpec:
 
 
 class Examples(Protocol):
-    """A batch of one user's labelled examples (news: candidate pairs; classification: texts).
+    """A batch of one user's labelled examples (news: candidate pairs; classification: texts),
+    in chronological order.
 
     ``labels`` are float 0/1 for single-output tasks, class indices for multi-class ones."""
 
@@ -75,6 +76,31 @@ class Examples(Protocol):
         """Sorted indices into ``UserData.texts`` of every text the batch reads."""
         ...
 
+    def scored_documents(self) -> np.ndarray:
+        """(n,) index of the text each example scores (news: the candidate; classification:
+        the text itself) — what retrieval-based strategies pair with the example's label."""
+        ...
+
+    def units(self) -> np.ndarray:
+        """(n,) non-decreasing ids of the units a split must not cut (news: impressions;
+        LaMP-1: the alternatives of one question; otherwise one example each)."""
+        ...
+
+
+def chronological_tail(batch: Examples, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the earliest units and of the last ``fraction`` of units (the held-out
+    validation tail of model selection; ALGORITHMS.md). The tail is empty when ``fraction`` is
+    0 or fewer than two units exist; it never takes every unit."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    units = np.asarray(batch.units())
+    distinct = np.unique(units)
+    n_tail = min(int(round(len(distinct) * fraction)), len(distinct) - 1) if fraction else 0
+    if n_tail <= 0:
+        return np.arange(len(units)), np.zeros(0, dtype=np.int64)
+    first_tail_unit = distinct[len(distinct) - n_tail]
+    return np.flatnonzero(units < first_tail_unit), np.flatnonzero(units >= first_tail_unit)
+
 
 @dataclass
 class UserData:
@@ -82,7 +108,8 @@ class UserData:
 
     ``texts_are_public`` marks texts that are public documents (the news catalogue): only
     those may go into a process-wide feature cache shared by virtual devices. Private texts
-    are cached in ``private_cache``, which lives and dies with this object (one message)."""
+    are cached in ``private_cache``, which lives and dies with this object (one message).
+    ``label_names[k]`` names label value k (what retrieval prompts and profiles write)."""
 
     user_id: str
     doc_ids: list[str]
@@ -90,6 +117,7 @@ class UserData:
     finetune: Examples
     test: Examples
     texts_are_public: bool = False
+    label_names: tuple[str, ...] = ("negative", "positive")
     private_cache: Any = field(default=None, repr=False, compare=False)
 
 

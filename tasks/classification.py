@@ -109,6 +109,15 @@ class ClassBatch:
     def documents(self) -> np.ndarray:
         return np.unique(self.docs)
 
+    def scored_documents(self) -> np.ndarray:
+        return self.docs
+
+    def units(self) -> np.ndarray:
+        """Consecutive examples of one group (alternatives of a question) form one unit."""
+        starts = np.ones(len(self.groups), dtype=bool)
+        starts[1:] = (self.groups[1:] < 0) | (self.groups[1:] != self.groups[:-1])
+        return np.cumsum(starts) - 1
+
 
 class ClassificationHead(TaskHead):
     """``z_c = θ · (w_c ⊙ tanh(W f + a)) + b_c``; θ = 1 is the global head."""
@@ -431,6 +440,7 @@ class ClassificationTask(Task):
             user_id=user_id, doc_ids=doc_ids, texts=[texts[d] for d in doc_ids],
             finetune=self._batch(finetune, doc_index, classes, str(path)),
             test=self._batch(test, doc_index, classes, str(path)),
+            label_names=tuple(classes),
         )
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,13 @@ class NewsBatch:
         used = np.concatenate([self.candidates, self.history[self.history >= 0]])
         return np.unique(used)
 
+    def scored_documents(self) -> np.ndarray:
+        return self.candidates
+
+    def units(self) -> np.ndarray:
+        """Impressions: a validation tail takes whole impressions (their AUC needs all)."""
+        return self.impression
+
     def subset(self, pairs: np.ndarray) -> NewsBatch:
         """The batch restricted to some pairs (impressions renumbered, histories kept)."""
         pairs = np.asarray(pairs, dtype=np.int64)
@@ -99,6 +106,7 @@ def build_user_data(
         finetune=build_batch(finetune, doc_index),
         test=build_batch(test, doc_index),
         texts_are_public=True,
+        label_names=("skipped", "clicked"),
     )
 
 

@@ -1,5 +1,6 @@
 """Shared tiny fixtures: small synthetic worlds (news, and one per registered task), a tiny
-BERT, and two released versions (GloVe, tiny BERT) of each."""
+BERT, and released versions of each: GloVe and tiny BERT (``tiny_settings``), plus the
+server's own tiny RoBERTa for every task world (``task_world``)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ TASK_SIZES = {
 
 
 class TaskWorld:
-    """One task's tiny world: settings, prepared data, two opened releases, one user."""
+    """One task's tiny world: settings, prepared data, three opened releases (GloVe, tiny
+    BERT, tiny RoBERTa), one user."""
 
     def __init__(self, settings, data_dir, models, data):
         self.settings, self.data_dir, self.models, self.data = settings, data_dir, models, data
@@ -127,8 +129,8 @@ def task_world(tmp_path_factory, tiny_bert_dir):
             work = tmp_path_factory.mktemp(f"world-{name}")
             sizes = TASK_SIZES.get(name, TASK_SIZES["default"])
             settings = Settings.from_run_config(tiny_run_config(
-                work, work / "results", task=name, schedule=f"glove tinybert={tiny_bert_dir}",
-                **sizes))
+                work, work / "results", task=name,
+                schedule=f"glove tinybert={tiny_bert_dir} roberta", **sizes))
             data_dir = prepare_dataset(settings.work_dir, name, settings.data_source,
                                        settings.users, settings.synthetic())
             folder = work / "releases"

@@ -70,22 +70,70 @@ def test_top_split_reproduces_encode_and_trains_only_the_copy(which, minilm, tin
     backbone = minilm if which == "minilm" else TransformerBackbone(tiny_roberta[0])
     texts = [SPORT, SPORT2 + " " + BANK, "x"]
     split = backbone.split_top(texts)
-    hidden, mask = split.below
+    hidden, mask = split.below, split.below_mask
     assert hidden.shape == (3, int(mask.sum(1).max()), backbone.hidden_size)  # longest text
-    rows = torch.tensor([2, 0])
-    pooled = split.top(hidden[rows], mask[rows])
+    assert split.setup_forwards == 3
+    split.requires_grad_(True)
+    pooled = split(torch.tensor([2, 0]))
     np.testing.assert_allclose(pooled.detach().numpy(), backbone.encode([texts[2], texts[0]]),
                                atol=1e-5)
     before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     pooled.sum().backward()
-    assert sum(p.numel() for p in split.top.parameters()) == backbone.top_parameters()
-    assert all(p.grad is not None for p in split.top.parameters())
+    assert sum(p.numel() for p in split.parameters()) == backbone.top_parameters()
+    assert all(p.grad is not None for p in split.parameters())
     assert all(p.grad is None for p in backbone.model.parameters())
     assert all(torch.equal(before[k], v) for k, v in backbone.model.state_dict().items())
     # the forward stopped below the last layer: (L - 1) of L layers' FLOPs
     layers = backbone.model.config.num_hidden_layers
     full = backbone.encode_with_flops(texts)[1].sum()
-    assert split.below_flops == pytest.approx(full * (layers - 1) / layers, rel=0.01)
+    assert split.setup_flops == pytest.approx(full * (layers - 1) / layers, rel=0.01)
+
+
+@pytest.mark.parametrize("which", ["minilm", "roberta"])
+def test_tunable_encoder_reproduces_encode_from_a_private_frozen_copy(which, minilm,
+                                                                      tiny_roberta):
+    backbone = minilm if which == "minilm" else TransformerBackbone(tiny_roberta[0])
+    texts = [SPORT, SPORT2 + " " + BANK, "x"]
+    encoder = backbone.tunable(texts)
+    assert encoder.has_layers and not encoder.trainable_parameters()
+    assert (encoder.extra_tokens == 0).all() and encoder.setup_flops == 0
+    np.testing.assert_allclose(encoder(torch.tensor([1, 2])).detach().numpy(),
+                               backbone.encode(texts[1:]), atol=1e-5)
+    assert encoder.model is not backbone.model  # strategies may change the copy freely
+    encoder.requires_grad_(True)
+    encoder(torch.tensor([0])).sum().backward()
+    assert all(p.grad is None for p in backbone.model.parameters())
+    assert len(encoder.adapter_sites()) == 2 * backbone.model.config.num_hidden_layers
+
+
+def test_contexts_are_prepended_and_truncated_from_the_left(minilm):
+    texts = [SPORT, BANK]
+    context = "first older item . " * 5 + "most relevant item"
+    plain = minilm.tunable(texts)
+    with_context = minilm.tunable(texts, [context, ""], max_length=24)
+    ids = with_context.input_ids[0][with_context.attention_mask[0] == 1].tolist()
+    tokenizer = minilm.tokenizer
+    assert len(ids) == 24
+    assert with_context.extra_tokens[0] == 24 - int(plain.attention_mask[0].sum())
+    assert with_context.extra_tokens[1] == 0  # no context: the plain text
+    decoded = tokenizer.decode(ids)
+    assert decoded.endswith(tokenizer.decode(tokenizer(SPORT, add_special_tokens=False)
+                                             ["input_ids"]) + " [SEP]")
+    assert "most relevant item [SEP]" in decoded  # the context's end survives ...
+    assert 0 < decoded.count("first older item") < 5  # ... its start was cut
+    long_text = "goal " * 200  # a text longer than its own budget keeps its plain prefix
+    cut = minilm.tunable([long_text], ["some context"], max_length=minilm.max_length + 10)
+    assert cut.extra_tokens[0] > 0
+
+
+def test_glove_has_no_layers_and_prepends_context_words():
+    glove = GloveBackbone()
+    encoder = glove.tunable(["goal scored"], ["football match"], max_length=3)
+    assert not encoder.has_layers and not list(encoder.parameters())
+    assert encoder.extra_tokens.tolist() == [1]  # room for one context word: "match"
+    expected = glove.encode(["match goal scored"])
+    np.testing.assert_allclose(encoder(torch.tensor([0])).numpy(), expected, atol=1e-6)
+    assert encoder.setup_flops == 3 * glove.hidden_size
 
 
 def test_flops_scale_with_batch(minilm):

@@ -140,9 +140,9 @@ class Fala(LocalStrategy):
         meta = {k: v for k, v in state.meta.items() if k not in ("strong_queries", "clusters")}
         return TrackState(arrays, {**meta, "fitted-version": new_model.version}), cost
 
-    def predict(self, state, model, data, batch):
+    def predict(self, state, model, data, batch, cost=None):
         if "dual_coef" not in state.arrays or state.meta.get("fitted-version") != model.version:
-            return super().predict(state, model, data, batch)
+            return super().predict(state, model, data, batch, cost)
         design = model.design(data, batch)
         n, n_outputs, dim = design.left.shape
         solver = FullRankPersonalMatrix(lam=self.config.lam)
