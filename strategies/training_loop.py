@@ -58,7 +58,8 @@ class LoopConfig(StrategyConfig):
 
     epochs: int = 5
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-3  # Adam step of the encoder's trainable tensors
+    head_lr: float = 1e-3  # Adam step of the head and θ
     validation_fraction: float = 0.2  # chronological tail of the fine-tune split held out
     patience: int = 2  # epochs without a better validation loss before stopping
 
@@ -66,8 +67,8 @@ class LoopConfig(StrategyConfig):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError(f"epochs, batch_size and patience must be >= 1, got "
                              f"{self.epochs}, {self.batch_size}, {self.patience}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr <= 0 or self.head_lr <= 0:
+            raise ValueError(f"lr and head_lr must be > 0, got {self.lr}, {self.head_lr}")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got "
                              f"{self.validation_fraction}")
@@ -93,7 +94,9 @@ def run_epochs(
     config: LoopConfig, rng: np.random.Generator, cost: CostReport,
     validation_loss: Callable[[], torch.Tensor] | None = None,
 ) -> LoopResult:
-    """Adam on ``module``'s trainable parameters over ``n_examples`` in seeded minibatches.
+    """Adam on ``module``'s trainable parameters over ``n_examples`` in seeded minibatches;
+    parameters under ``encoder.`` step with ``config.lr``, the others (head, θ) with
+    ``config.head_lr``.
 
     ``minibatch_loss(indices)`` is the mean loss of some examples; ``validation_loss()`` (if
     given) is evaluated after every epoch without gradients: the best epoch's weights are kept
@@ -101,7 +104,11 @@ def run_epochs(
     torch.manual_seed(int(rng.integers(2**31)))
     params = {name: p for name, p in module.named_parameters() if p.requires_grad}
     cost.trainable_params = max(cost.trainable_params, sum(p.numel() for p in params.values()))
-    optimizer = torch.optim.Adam(params.values(), lr=config.lr) if params else None
+    in_encoder = [p for n, p in params.items() if n.startswith("encoder.")]
+    others = [p for n, p in params.items() if not n.startswith("encoder.")]
+    groups = [{"params": group, "lr": lr}
+              for group, lr in ((in_encoder, config.lr), (others, config.head_lr)) if group]
+    optimizer = torch.optim.Adam(groups) if groups else None
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     train_loss, epochs_run = float("nan"), 0
     for epoch in range(1, config.epochs + 1):
