@@ -94,8 +94,9 @@ class Backbone(ABC):
                 max_length: int | None = None) -> TunableEncoder:
         """A private frozen copy over ``texts``; ``contexts[i]`` (may be empty) is prepended to
         text i within ``max_length`` tokens in all (the text keeps its own ``self.max_length``
-        budget; the context fills the rest, its start dropped first). Without layers the
-        vectors are computed here and ``setup_flops`` charges them."""
+        budget; the context fills the rest, its start dropped first). Pooling reads the text's
+        own positions, the context acting through attention. Without layers the vectors are
+        computed here (a mean over context and text words) and ``setup_flops`` charges them."""
 
     @abstractmethod
     def split_top(self, texts: Sequence[str]) -> TunableEncoder:

@@ -158,10 +158,13 @@ class TransformerBackbone(Backbone):
         plain = self._tokens(texts)
         if contexts is None or not any(contexts):
             tokens, extra = plain, np.zeros(len(texts), dtype=np.int64)
-        else:
-            budget = min(max_length or 2 * self.max_length, self.position_limit)
+        else:  # never less than the plain text's own budget: a context must not cut the text
+            budget = min(max(max_length or 2 * self.max_length, self.max_length),
+                         self.position_limit)
             tokens = self._tokens_with_contexts(texts, contexts, budget)
-            extra = (tokens["attention_mask"].sum(1) - plain["attention_mask"].sum(1)).numpy()
+            own = plain["attention_mask"].sum(1)
+            extra = (tokens["attention_mask"].sum(1) - own).numpy()
+            tokens["pool_mask"] = _own_positions(tokens["attention_mask"], own)
         return TransformerEncoder(self, tokens, extra)
 
     def _tokens_with_contexts(self, texts: Sequence[str], contexts: Sequence[str],
@@ -285,8 +288,9 @@ class TransformerEncoder(TunableEncoder):
 
     ``forward`` runs the model from tokens (each minibatch trimmed to its longest text, in
     chunks of the backbone's batch size) and mean-pools the last hidden state over the text's
-    own tokens. ``model`` may be replaced by a wrapper that takes the same arguments (a peft
-    model for prefix tuning); prefix positions are not part of the pooled output.
+    own tokens (``pool_mask``: with a context, the context acts through attention only).
+    ``model`` may be replaced by a wrapper that takes the same arguments (a peft model for
+    prefix tuning); prefix positions are not part of the pooled output.
     """
 
     has_layers = True
@@ -299,6 +303,7 @@ class TransformerEncoder(TunableEncoder):
         self.model.requires_grad_(False)
         self.input_ids = tokens["input_ids"]
         self.attention_mask = tokens["attention_mask"]
+        self.pool_mask = tokens.get("pool_mask", self.attention_mask)
         self.mask_token_id = backbone.tokenizer.mask_token_id
         self.special_ids = tuple(backbone.tokenizer.all_special_ids)
         self.chunk = backbone.batch_size
@@ -312,7 +317,7 @@ class TransformerEncoder(TunableEncoder):
         width = max(int(mask.sum(1).max()), 1)
         mask = mask[:, :width]
         out = self.model(input_ids=self.input_ids[rows, :width], attention_mask=mask)
-        return mean_pool(out.last_hidden_state, mask)
+        return mean_pool(out.last_hidden_state, self.pool_mask[rows, :width])
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                       ) -> torch.Tensor:
@@ -330,6 +335,16 @@ class TransformerEncoder(TunableEncoder):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         return [site for layer in base.encoder.layer
                 for site in (layer.attention.output.dense, layer.output.dense)]
+
+
+def _own_positions(mask: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """0/1 mask of a text's own positions inside ``context [SEP] text [SEP]``: the first
+    special token and the last ``own - 1`` real positions (the text and its closing token),
+    so pooling reads the text conditioned on its context, not an average of the context."""
+    real = mask.sum(1)
+    positions = torch.arange(mask.shape[1]).unsqueeze(0)
+    tail = (positions >= (real - own + 1).unsqueeze(1)) & (positions < real.unsqueeze(1))
+    return ((positions == 0) | tail).to(mask.dtype)
 
 
 def _split_by_tokens(total: int, mask: torch.Tensor) -> np.ndarray:

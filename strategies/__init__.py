@@ -6,8 +6,10 @@ from strategies import (  # noqa: F401
     first_personalization,
     full,
     global_model,
+    hard_prompt,
     keep_theta,
     lora,
+    oppu,
     top,
 )
 from strategies.fala import strategy as fala_strategy  # noqa: F401

@@ -125,7 +125,7 @@ class EncoderTuning(LocalStrategy):
         self.load_encoder_arrays(scorer.encoder, {k[len(ENCODER):]: v
                                                   for k, v in state.arrays.items()
                                                   if k.startswith(ENCODER)})
-        if cost is not None:
+        if cost is not None and len(scorer.encoder.extra_tokens):
             cost.extra_inference_tokens = float(np.mean(scorer.encoder.extra_tokens))
         with torch.no_grad():
             return scorer.eval()(batch).numpy()

@@ -108,19 +108,23 @@ def test_tunable_encoder_reproduces_encode_from_a_private_frozen_copy(which, min
 
 def test_contexts_are_prepended_and_truncated_from_the_left(minilm):
     texts = [SPORT, BANK]
-    context = "first older item . " * 5 + "most relevant item"
+    context = "first older item . " * 20 + "most relevant item"
     plain = minilm.tunable(texts)
-    with_context = minilm.tunable(texts, [context, ""], max_length=24)
+    budget = minilm.max_length + 6
+    with_context = minilm.tunable(texts, [context, ""], max_length=budget)
     ids = with_context.input_ids[0][with_context.attention_mask[0] == 1].tolist()
     tokenizer = minilm.tokenizer
-    assert len(ids) == 24
-    assert with_context.extra_tokens[0] == 24 - int(plain.attention_mask[0].sum())
+    assert len(ids) == budget
+    assert with_context.extra_tokens[0] == budget - int(plain.attention_mask[0].sum())
+    # a budget below the text's own never cuts the text: it is raised to it
+    assert minilm.tunable(texts, [context, ""], max_length=4).attention_mask.sum(1)[0] == \
+        minilm.max_length
     assert with_context.extra_tokens[1] == 0  # no context: the plain text
     decoded = tokenizer.decode(ids)
     assert decoded.endswith(tokenizer.decode(tokenizer(SPORT, add_special_tokens=False)
                                              ["input_ids"]) + " [SEP]")
     assert "most relevant item [SEP]" in decoded  # the context's end survives ...
-    assert 0 < decoded.count("first older item") < 5  # ... its start was cut
+    assert 0 < decoded.count("first older item") < 20  # ... its start was cut
     long_text = "goal " * 200  # a text longer than its own budget keeps its plain prefix
     cut = minilm.tunable([long_text], ["some context"], max_length=minilm.max_length + 10)
     assert cut.extra_tokens[0] > 0
@@ -222,3 +226,21 @@ def test_user_glove_text_file(tmp_path):
     path.write_text("goal 1 0 0\nmatch 0.8 0.2\n")
     with pytest.raises(ValueError, match="vectors.txt:2: 2 values, expected 3"):
         load_backbone("glove", str(path))
+
+
+def test_pooling_reads_the_text_not_the_context(minilm):
+    """With a context the pooled vector is the text's own positions (conditioned on the
+    context through attention), so it stays near the plain vector; an empty context gives
+    exactly the plain encoding."""
+    texts = [SPORT, BANK]
+    context = "completely unrelated words about cooking pasta and tomato sauce " * 3
+    pooled = minilm.tunable(texts, [context, ""], max_length=64)(torch.tensor([0, 1]))
+    plain = minilm.encode(texts)
+    np.testing.assert_allclose(pooled[1].detach().numpy(), plain[1], atol=1e-5)
+    context_only = minilm.encode([context])[0]
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    vector = pooled[0].detach().numpy()
+    assert cos(vector, plain[0]) > cos(vector, context_only)
+    encoder = minilm.tunable(texts, [context, ""], max_length=64)
+    own = int(minilm.tunable(texts).attention_mask[0].sum())
+    assert int(encoder.pool_mask[0].sum()) == own  # [CLS] + text + [SEP]
