@@ -3,10 +3,10 @@
 Pooling is the attention-mask mean of the last hidden state (sentence-transformers style, how
 all-MiniLM-L6-v2 was trained). Texts are padded to ``max_length`` so that a text's vector does
 not depend on its batch-mates. FLOPs (2 per multiply-add) are measured per batch with
-``FlopCounterMode``, padded positions included, and split over the batch's texts in proportion
-to their real token counts. An encoder's FLOPs depend only on the input's shape, so each
-(batch size, length) is measured once and reused (the counter costs 3-30 % of a forward's
-time on 2 cores).
+``backbones.flops.flop_counter``, padded positions included, and split over the batch's texts
+in proportion to their real token counts. An encoder's FLOPs depend only on the input's
+shape, so each (batch size, length) is measured once and reused (the counter costs 3-30 %
+of a forward's time on 2 cores).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import logging as hf_logging
 
 from backbones.base import Backbone, TunableEncoder
+from backbones.flops import flop_counter
 
 
 def minilm_dir() -> Path:
@@ -246,7 +246,7 @@ class TransformerBackbone(Backbone):
         with torch.inference_mode():
             if key in self._flops_by_shape:
                 return forward(batch), self._flops_by_shape[key]
-            with FlopCounterMode(display=False) as counter:
+            with flop_counter() as counter:
                 out = forward(batch)
         self._flops_by_shape[key] = int(counter.get_total_flops())
         return out, self._flops_by_shape[key]

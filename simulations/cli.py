@@ -186,7 +186,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench_fala(args: argparse.Namespace) -> int:
     from simulations.bench import run_benchmarks
 
     config = resolve_run_config(args.scenario, args.set, app_defaults())
@@ -197,6 +197,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"({r['examples']} examples, {r['documents-forwarded']} documents)")
     print(f"written to {args.out}")
     return 0
+
+
+def cmd_bench_flops(args: argparse.Namespace) -> int:
+    from simulations.bench_flops import run_flops_benchmark, write_result
+    from simulations.settings import Settings
+
+    config = resolve_run_config(args.scenario, args.set, app_defaults())
+    try:
+        settings = Settings.from_run_config(config)
+    except (KeyError, ValueError) as err:
+        raise SystemExit(f"bad run config: {err}") from err
+    result = run_flops_benchmark(settings, batch_size=args.batch_size, length=args.tokens,
+                                 scenario_users=args.users,
+                                 skip_scenario=args.skip_default_scenario)
+    write_result(result, args.out)
+    print(f"FLOPs (2 per multiply-add), batch {args.batch_size} x {args.tokens} tokens, "
+          "one training step:")
+    for model, measured in result["models"].items():
+        print(f"  {model}: frozen forward {measured['frozen-forward']['flops']:.3g}")
+        for name, r in measured["strategies"].items():
+            setup = f", setup {r['setup-flops']:.3g}" if r["setup-flops"] else ""
+            print(f"    {name:14s} forward {r['forward-flops']:.3g}  backward "
+                  f"{r['backward-flops']:.3g}{setup}  trainable {r['trainable-params']:,}")
+    ratios = result["ratios"]
+    for model, ratio in ratios["lora-backward-over-fala-solve"].items():
+        if ratio is not None:
+            print(f"  {model}: LoRA backward / FaLA solve = {ratio:.3g}")
+    total = ratios["total-adaptation-lora-over-fala"]
+    if total is not None:
+        scenario = result["scenario"]
+        print(f"  total adaptation FLOPs per user, LoRA / FaLA ({scenario['task']}, "
+              f"{scenario['schedule']}, {scenario['users']} user(s)) = {total:.3g}")
+    print(f"written to {args.out} ({result['seconds']:.0f}s)")
+    failures = {f"{model}/{name}": error for model, measured in result["models"].items()
+                for name, error in measured["failures"].items()}
+    for where, error in failures.items():
+        print(f"FAILED {where}: {error}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,12 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables (Markdown + CSV) from a run folder")
     report.add_argument("run_dir", type=Path)
     report.set_defaults(func=cmd_report)
-    bench = sub.add_parser("bench", help="FaLA fit time vs its frozen forwards (one user)")
-    bench.add_argument("--scenario")
-    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    bench.add_argument("--repeats", type=int, default=5)
-    bench.add_argument("--out", type=Path, default=Path("results/bench/fala-fit-vs-forwards.json"))
-    bench.set_defaults(func=cmd_bench)
+    _bench_commands(sub)
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.set_defaults(func=cmd_strategies)
     tasks = sub.add_parser("tasks", help="list the registered tasks and their data formats")
@@ -230,6 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_prepare)
     _data_commands(sub)
     return parser
+
+
+def _bench_commands(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: fala (FaLA fit time vs its forwards), "
+                           "flops (FLOPs per strategy at BERT-base / RoBERTa-base scale)")
+    kinds = bench.add_subparsers(dest="benchmark", metavar="{fala,flops}")
+    bench.set_defaults(func=lambda args: bench.error(
+        "choose a benchmark: 'swapfl bench fala' (FaLA fit time vs its frozen forwards) or "
+        "'swapfl bench flops' (FLOPs per strategy; LoRA / FaLA ratios)"))
+    fala = kinds.add_parser("fala", help="FaLA fit time vs its frozen forwards (one user)")
+    fala.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/")
+    fala.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a run-config key (repeatable)")
+    fala.add_argument("--repeats", type=int, default=5)
+    fala.add_argument("--out", type=Path, default=Path("results/bench/fala-fit-vs-forwards.json"))
+    fala.set_defaults(func=cmd_bench_fala)
+    flops = kinds.add_parser("flops", help="forward/backward FLOPs of every gradient strategy "
+                             "on random-init BERT-base and RoBERTa-base, FaLA's solve, and "
+                             "total adaptation FLOPs per user LoRA vs FaLA in a scenario")
+    flops.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/ "
+                       "(default: the app's defaults)")
+    flops.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a run-config key (repeatable), e.g. --set threads=2")
+    flops.add_argument("--out", type=Path, default=Path("results/bench/flops.json"))
+    flops.add_argument("--batch-size", type=int, default=32, help="texts per training step")
+    flops.add_argument("--tokens", type=int, default=128, help="tokens per text")
+    flops.add_argument("--users", type=int, default=1,
+                       help="private users whose LoRA and FaLA fits are run in the scenario")
+    flops.add_argument("--skip-default-scenario", action="store_true",
+                       help="measure the per-step FLOPs only (no scenario run, no total ratio)")
+    flops.set_defaults(func=cmd_bench_flops)
 
 
 def _data_commands(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,8 @@ from strategies import (  # noqa: F401
     keep_theta,
     lora,
     oppu,
+    perplm_mlm,
+    soft_prompt,
     top,
 )
 from strategies.fala import strategy as fala_strategy  # noqa: F401

@@ -4,8 +4,8 @@ OPPU, and PerPLM's masked-LM stage).
 A strategy only declares what is trainable; this loop does the rest once: seeded minibatches,
 Adam, early stopping on a held-out chronological tail of the user's fine-tune split (never the
 test split; ALGORITHMS.md, "Model selection"), restoring the best epoch's weights, and FLOP
-accounting — forward and backward measured separately with ``FlopCounterMode`` (2 FLOPs per
-multiply-add), validation forwards included. Nothing here knows the task: batches are
+accounting — forward and backward measured separately with ``backbones.flops.flop_counter``
+(2 FLOPs per multiply-add), validation forwards included. Nothing here knows the task: batches are
 ``tasks.base.Examples``, the loss is the task's and logits come from the head's design.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from backbones.base import TunableEncoder
+from backbones.flops import flop_counter
 from strategies.base import CostReport, StrategyConfig
 from tasks.base import Examples, Task, TaskHead, chronological_tail
 
@@ -117,12 +117,12 @@ def run_epochs(
         total = 0.0
         for start in range(0, n_examples, config.batch_size):
             take = np.sort(order[start : start + config.batch_size])
-            with FlopCounterMode(display=False) as forward:
+            with flop_counter() as forward:
                 loss = minibatch_loss(take)
             cost.forward_flops += forward.get_total_flops()
             if optimizer is not None and loss.requires_grad:
                 optimizer.zero_grad()
-                with FlopCounterMode(display=False) as backward:
+                with flop_counter() as backward:
                     loss.backward()
                 optimizer.step()
                 cost.backward_flops += backward.get_total_flops()
@@ -131,7 +131,7 @@ def run_epochs(
         if validation_loss is None:
             continue
         module.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        with torch.no_grad(), flop_counter() as forward:
             current = float(validation_loss())
         cost.forward_flops += forward.get_total_flops()
         if best is None or current < best[0]:

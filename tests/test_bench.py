@@ -12,3 +12,110 @@ def test_bench_fala_reports_both_timings(tiny_settings):
     assert result["examples"] > 0 and result["documents-forwarded"] > 0
     assert len(result["fit-seconds"]) == len(result["forwards-seconds"]) == 1
     assert result["fit-seconds-median"] > 0 and result["solver-flops"] > 0
+
+
+# -- swapfl bench flops ---------------------------------------------------------------------
+
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 64}
+
+
+def test_flop_benchmark_on_a_tiny_bert(tiny_settings, tmp_path):
+    """Every gradient strategy is measured; the counts order as the algebra says; the JSON
+    carries both ratios (here on a 2-layer BERT, 4 texts x 32 tokens, one scenario user)."""
+    import dataclasses
+    import json
+
+    from transformers import BertConfig
+
+    from simulations.bench_flops import ModelSpec, run_flops_benchmark, write_result
+    from strategies.registry import create, names
+    from strategies.tuning import EncoderTuning
+
+    settings = dataclasses.replace(tiny_settings, strategy_options="lora.epochs=1")
+    result = run_flops_benchmark(settings, [ModelSpec("tiny-bert", "bert",
+                                                      BertConfig(**TINY_BERT))],
+                                 batch_size=4, length=32, scenario_users=1)
+    model = result["models"]["tiny-bert"]
+    assert model["failures"] == {}
+    trained = {n for n in names() if isinstance(create(n), EncoderTuning)}
+    assert set(model["strategies"]) == trained
+    step = model["strategies"]
+    frozen = model["frozen-forward"]["flops"]
+    assert step["full"]["forward-flops"] == frozen  # same ops, trainable or not
+    assert step["full"]["backward-flops"] > step["full"]["forward-flops"]
+    assert 0 < step["lora"]["backward-flops"] < step["full"]["backward-flops"]
+    assert 0 < step["lora"]["trainable-params"] < step["full"]["trainable-params"]
+    # top: the layer under the last runs once (setup), each step runs the last layer only
+    assert step["top"]["setup-flops"] > 0 and step["top"]["forward-flops"] < frozen
+    assert step["top"]["backward-flops"] < step["full"]["backward-flops"]
+    fala = result["fala-fit"]["tiny-bert"]
+    assert fala["dim"] == settings.head_dim and fala["solve-flops"] > 0
+    ratios = result["ratios"]
+    assert ratios["lora-backward-over-fala-solve"]["tiny-bert"] == (
+        step["lora"]["backward-flops"] / fala["solve-flops"])
+    totals = result["scenario"]["mean-total-adaptation-flops"]
+    assert totals["lora"] > totals["fala"] > 0
+    assert ratios["total-adaptation-lora-over-fala"] == totals["lora"] / totals["fala"]
+    written = json.loads(write_result(result, tmp_path / "flops.json").read_text())
+    assert written["ratios"].keys() == ratios.keys() and "2 FLOPs per multiply-add" in (
+        written["convention"])
+
+
+def test_a_strategy_that_trains_nothing_has_no_backward(tiny_bert_dir):
+    from backbones.transformer import TransformerBackbone
+    from simulations.bench_flops import bench_texts, measure_training_step
+    from strategies.tuning import EncoderTuning
+
+    class TrainsNothing(EncoderTuning):
+        name = "trains-nothing"
+
+        def make_trainable(self, encoder, training):
+            pass
+
+    backbone = TransformerBackbone(tiny_bert_dir, max_length=32, batch_size=4)
+    step = measure_training_step(TrainsNothing(), backbone, bench_texts(4))
+    assert step["forward-flops"] > 0
+    assert step["backward-flops"] == 0 and step["trainable-params"] == 0
+
+
+def test_the_frozen_forward_counts_the_fused_cpu_attention(tiny_bert_dir):
+    """Without dropout CPU attention runs a fused kernel torch's bare counter skips; the one
+    counter every run uses adds it: 4·B·T²·hidden FLOPs per layer, and the run-time encoder
+    reports the same figure as the benchmark."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from backbones.flops import flop_counter
+    from backbones.transformer import TransformerBackbone
+    from simulations.bench_flops import bench_texts, measure_model
+
+    backbone = TransformerBackbone(tiny_bert_dir, max_length=32, batch_size=4)
+    frozen = measure_model(backbone.model_dir, {}, bench_texts(4), 32)["frozen-forward"]
+    assert frozen["flops"] == frozen["platform-flops"]
+    batch = backbone.tokenizer(bench_texts(4), padding="max_length", truncation=True,
+                               max_length=32, return_tensors="pt")
+    with torch.inference_mode(), FlopCounterMode(display=False) as bare:
+        backbone.model(**batch)
+    with torch.inference_mode(), flop_counter() as ours:
+        backbone.model(**batch)
+    layers, size, tokens, hidden = 2, 4, 32, 32
+    assert ours.get_total_flops() - bare.get_total_flops() == layers * 4 * size * tokens**2 * hidden
+
+
+def test_bench_takes_a_subcommand(capsys):
+    import pytest
+
+    from simulations.cli import build_parser, cmd_bench_fala, cmd_bench_flops
+
+    parser = build_parser()
+    fala = parser.parse_args(["bench", "fala", "--repeats", "2"])
+    assert fala.func is cmd_bench_fala and fala.repeats == 2
+    assert str(fala.out).endswith("fala-fit-vs-forwards.json")
+    flops = parser.parse_args(["bench", "flops", "--skip-default-scenario", "--set", "threads=2"])
+    assert flops.func is cmd_bench_flops and flops.skip_default_scenario
+    assert flops.set == ["threads=2"] and str(flops.out).endswith("flops.json")
+    bare = parser.parse_args(["bench"])
+    with pytest.raises(SystemExit):
+        bare.func(bare)
+    assert "bench fala" in capsys.readouterr().err
