@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from simulations.report import read_rows
+from strategies.registry import names
 from tests.conftest import tiny_run_config
 
 QUALITY = ("auc", "mrr", "ndcg5", "ndcg10")
@@ -61,10 +62,13 @@ def test_flwr_run_end_to_end_twice(tmp_path):
     assert _flower_processes() <= before, "a Flower or Ray process outlived the run"
 
 
-def test_flwr_run_on_a_classification_task(tmp_path):
-    """The same app on another registered task: its own metrics in every row, no news code."""
+def test_flwr_run_on_a_classification_task_with_every_strategy(tmp_path, tiny_bert_dir):
+    """The same app on another registered task, every registered strategy as a track: each
+    row carries the task's own metrics (no news code) and its costs pass the uplink guard."""
+    every = names()
     config = tiny_run_config(tmp_path / "work", tmp_path / "out", users=2, task="aggression",
-                             schedule="glove bert", strategies=" ".join(STRATEGIES),
+                             schedule=f"glove tinybert={tiny_bert_dir}",
+                             strategies=" ".join(every),
                              **{"synthetic-documents": 200, "synthetic-public-users": 30,
                                 "synthetic-items": 40})
     command = [sys.executable, "-m", "simulations.cli", "run", "--timeout", "900"]
@@ -75,10 +79,13 @@ def test_flwr_run_on_a_classification_task(tmp_path):
     (run_dir,) = (tmp_path / "out").iterdir()
     rows = read_rows(run_dir)
     keys = {(r["version"], r["user"], r["strategy"]) for r in rows}
-    assert {(v, u, s) for v in ("glove@1", "bert@2") for u in ("user-000", "user-001")
-            for s in STRATEGIES} <= keys
+    assert {(v, u, s) for v in ("glove@1", "tinybert@2") for u in ("user-000", "user-001")
+            for s in every} <= keys
     for row in rows:
         assert row["task"] == "aggression" and "auc" not in row
         for metric in ("accuracy", "f1", "macro-f1"):
             assert 0.0 <= row[metric] <= 1.0, row
+    swapped = {r["strategy"]: r for r in rows if r["version"] == "tinybert@2"}
+    assert swapped["lora"]["backward-flops"] > 0 and swapped["lora"]["head-only"] == 0
+    assert swapped["hard-prompt"]["extra-inference-tokens"] > 0
     assert "primary metric macro-f1" in (run_dir / "table.md").read_text()
