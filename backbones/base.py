@@ -99,9 +99,10 @@ class Backbone(ABC):
         computed here (a mean over context and text words) and ``setup_flops`` charges them."""
 
     @abstractmethod
-    def split_top(self, texts: Sequence[str]) -> TunableEncoder:
-        """An encoder over ``texts`` whose layers below the last are computed once, frozen
-        (their FLOPs in ``setup_flops``), and whose last layer is a trainable copy."""
+    def split_top(self, texts: Sequence[str], layers: int = 1) -> TunableEncoder:
+        """An encoder over ``texts`` split at layer L - ``layers``: the layers below are
+        computed once, frozen (their FLOPs in ``setup_flops``); the top ``layers`` are
+        trainable copies."""
 
     def num_parameters(self) -> int:
         """Parameters of the encoder (for cost reports)."""

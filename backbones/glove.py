@@ -142,7 +142,7 @@ class GloveBackbone(Backbone):
         return FrozenVectors(torch.from_numpy(vectors), extra_tokens=extra,
                              setup_flops=int(flops.sum()), setup_forwards=len(texts))
 
-    def split_top(self, texts: Sequence[str]) -> FrozenVectors:
+    def split_top(self, texts: Sequence[str], layers: int = 1) -> FrozenVectors:
         """No layers: the top is empty and layer tuning reduces to tuning the head."""
         return self.tunable(texts)
 

@@ -60,32 +60,32 @@ def state_dict_sha256(model: nn.Module) -> str:
 
 
 class TopLayerPooler(nn.Module):
-    """A trainable copy of an encoder's last layer + mean pooling: (hidden, mask) -> pooled.
+    """Trainable copies of an encoder's top layers + mean pooling: (hidden, mask) -> pooled.
 
-    ``hidden`` (n, T, d) is the input of the last layer, ``mask`` (n, T) the 0/1 attention
-    mask. The layer gets the 4-D mask the model itself builds from the 0/1 mask
+    ``hidden`` (n, T, d) is the input of the first copied layer, ``mask`` (n, T) the 0/1
+    attention mask. The layers get the 4-D mask the model itself builds from the 0/1 mask
     (``create_bidirectional_mask``: boolean for SDPA, additive for eager attention, ``None``
-    when nothing is padded), so untrained it reproduces the backbone's ``encode``.
+    when nothing is padded), so untrained they reproduce the backbone's ``encode``.
     """
 
-    def __init__(self, layer: nn.Module, config: PretrainedConfig) -> None:
+    def __init__(self, layers: Sequence[nn.Module], config: PretrainedConfig) -> None:
         super().__init__()
-        self.layer = copy.deepcopy(layer)
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for layer in layers)
         self.config = copy.deepcopy(config)
-        for param in self.layer.parameters():
-            param.requires_grad_(True)
+        self.layers.requires_grad_(True)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         layer_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden, attention_mask=mask
         )
-        out = self.layer(hidden, attention_mask=layer_mask)
-        out = out[0] if isinstance(out, tuple) else out  # older transformers return tuples
-        return mean_pool(out, mask)
+        for layer in self.layers:
+            out = layer(hidden, attention_mask=layer_mask)
+            hidden = out[0] if isinstance(out, tuple) else out  # older transformers: tuples
+        return mean_pool(hidden, mask)
 
 
-class _LastLayerReached(Exception):
-    """Raised by a pre-hook to stop a forward at the last layer's input."""
+class _SplitReached(Exception):
+    """Raised by a pre-hook to stop a forward at the input of the first tuned layer."""
 
     def __init__(self, hidden: torch.Tensor) -> None:
         super().__init__()
@@ -197,31 +197,35 @@ class TransformerBackbone(Backbone):
         offset = getattr(self.model.embeddings, "padding_idx", None)
         return config.max_position_embeddings - (offset + 1 if offset is not None else 0)
 
-    def split_top(self, texts: Sequence[str]) -> TopLayerEncoder:
-        """Input of the last layer for each text (frozen) + a trainable copy of that layer.
+    def split_top(self, texts: Sequence[str], layers: int = 1) -> TopLayerEncoder:
+        """Input of the top ``layers`` layers for each text (frozen) + trainable copies of them.
 
         The frozen part is (hidden (n, T, d) float32, attention mask (n, T) int64) with T the
-        longest text's token count. The forward stops at the last layer's input, so
-        ``setup_flops`` are the measured FLOPs of the embeddings and the layers under it only.
+        longest text's token count. The forward stops at the split, so ``setup_flops`` are the
+        measured FLOPs of the embeddings and the layers under it only.
         """
-        layers = self._layers()
+        all_layers = self._layers()
+        if not 1 <= layers <= len(all_layers):
+            raise ValueError(f"split_top: layers must be in 1..{len(all_layers)} for "
+                             f"{self.model_dir} ({len(all_layers)} layers), got {layers}")
+        first_tuned = all_layers[len(all_layers) - layers]
         parts: list[tuple[torch.Tensor, torch.Tensor]] = []
         below_flops = 0
 
-        def stop_at_last_layer(module, args, kwargs):
-            raise _LastLayerReached(args[0] if args else kwargs["hidden_states"])
+        def stop_at_split(module, args, kwargs):
+            raise _SplitReached(args[0] if args else kwargs["hidden_states"])
 
-        def input_of_last_layer(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        def input_of_split(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             try:
                 self.model(**batch)
-            except _LastLayerReached as reached:
+            except _SplitReached as reached:
                 return reached.hidden
-            raise RuntimeError("the last encoder layer was never called")  # pragma: no cover
+            raise RuntimeError("the split layer was never called")  # pragma: no cover
 
-        hook = layers[-1].register_forward_pre_hook(stop_at_last_layer, with_kwargs=True)
+        hook = first_tuned.register_forward_pre_hook(stop_at_split, with_kwargs=True)
         try:
             for _, batch in self._batches(texts):
-                hidden, flops = self._measured("below", batch, input_of_last_layer)
+                hidden, flops = self._measured(f"below-{layers}", batch, input_of_split)
                 below_flops += flops
                 parts.append((hidden, batch["attention_mask"]))
         finally:
@@ -234,7 +238,7 @@ class TransformerBackbone(Backbone):
             below[row : row + len(hidden)] = hidden[:, :width]
             below_mask[row : row + len(mask)] = mask[:, :width]
             row += len(hidden)
-        top = TopLayerPooler(layers[-1], self.model.config)
+        top = TopLayerPooler(all_layers[len(all_layers) - layers:], self.model.config)
         return TopLayerEncoder(below, below_mask, top, setup_flops=below_flops,
                                setup_forwards=len(texts))
 
@@ -264,13 +268,13 @@ class TransformerBackbone(Backbone):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def top_parameters(self) -> int:
-        """Parameters of the last encoder layer (what ``split_top``'s top trains)."""
-        return sum(p.numel() for p in self._layers()[-1].parameters())
+    def top_parameters(self, layers: int = 1) -> int:
+        """Parameters of the top ``layers`` encoder layers (what ``split_top`` trains)."""
+        return sum(p.numel() for layer in self._layers()[-layers:] for p in layer.parameters())
 
 
 class TopLayerEncoder(TunableEncoder):
-    """Frozen inputs of the last layer, computed once, and a trainable copy of that layer."""
+    """Frozen inputs of the top layers, computed once, and trainable copies of those layers."""
 
     has_layers = True
 

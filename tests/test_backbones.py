@@ -244,3 +244,17 @@ def test_pooling_reads_the_text_not_the_context(minilm):
     encoder = minilm.tunable(texts, [context, ""], max_length=64)
     own = int(minilm.tunable(texts).attention_mask[0].sum())
     assert int(encoder.pool_mask[0].sum()) == own  # [CLS] + text + [SEP]
+
+
+def test_split_at_layer_k_tunes_the_top_k_layers(minilm):
+    texts = [SPORT, BANK]
+    split = minilm.split_top(texts, layers=2)
+    np.testing.assert_allclose(split(torch.tensor([0, 1])).detach().numpy(),
+                               minilm.encode(texts), atol=1e-5)
+    assert sum(p.numel() for p in split.parameters()) == minilm.top_parameters(2)
+    assert minilm.top_parameters(2) == 2 * minilm.top_parameters(1)
+    full = minilm.encode_with_flops(texts)[1].sum()
+    assert split.setup_flops == pytest.approx(full * 4 / 6, rel=0.01)  # 4 of MiniLM's 6
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match="layers must be in 1..6"):
+            minilm.split_top(texts, layers=bad)
