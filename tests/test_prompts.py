@@ -30,10 +30,13 @@ VERSIONS = {"bert": 1, "roberta": 2}  # task_world's models: GloVe, tiny BERT, t
 VIRTUAL_TOKENS = 4
 
 
+FAST_EXTRA = {"perplm-mlm": {"mlm-epochs": "1"}}  # options only that strategy has
+
+
 def _fast(name: str, **options: str) -> dict[str, str]:
     """Small, quick options for ``name`` (one task epoch, one MLM epoch)."""
     fast = {"epochs": "1", "virtual-tokens": str(VIRTUAL_TOKENS), "prefix-hidden": "16"}
-    return {**fast, **({"mlm-epochs": "1"} if name == "perplm-mlm" else {}), **options}
+    return {**fast, **FAST_EXTRA.get(name, {}), **options}
 
 
 def _recording(name: str):

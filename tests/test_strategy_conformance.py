@@ -160,21 +160,33 @@ def test_costs_are_present_and_plausible(chain):
             assert 1 <= cost.extra["best-epoch"] <= cost.extra["epochs-run"]
         else:  # closed form (FaLA): a solve, no backward pass
             assert cost.backward_flops == 0 and cost.solver_flops > 0
-        if strategy.name == "full" and model.backbone.arch != "glove":
-            assert cost.backward_flops > cost.forward_flops
+        if cost.trainable_params > model.backbone.num_parameters():  # every weight trains
+            assert cost.backward_flops > cost.forward_flops  # weight + activation gradients
 
 
 @_parametrize
 def test_state_keeps_only_what_was_trained(chain):
-    """Only ``full`` stores a whole backbone; everything else stores far less than one."""
-    for state, model in zip(chain.states[1:], chain.models[1:], strict=True):
+    """A track never stores more of the encoder than its fit trained, and only a fit that
+    trained every backbone weight (``full``) stores a whole backbone."""
+    for state, model, cost in zip(chain.states[1:], chain.models[1:], chain.costs,
+                                  strict=True):
         encoder = sum(v.size for k, v in state.arrays.items() if k.startswith(ENCODER))
         backbone = model.backbone.num_parameters()
-        if chain.strategy.name == "full" and model.backbone.arch != "glove":
+        assert encoder <= cost.trainable_params
+        if cost.trainable_params > backbone:
             assert encoder == backbone
         else:
             assert encoder < backbone / 4
         assert state.theta.shape == (model.dim,)
+
+
+def test_full_fine_tuning_trains_every_backbone_weight(task_world):
+    """What the generic checks above rely on for ``full`` (trainable > backbone)."""
+    world = task_world("aggression")
+    _, cost = create("full").fit(TrackState({"theta": np.ones(world.models[1].dim,
+                                                                np.float32)}),
+                                 world.models[1], world.data, np.random.default_rng(0))
+    assert cost.trainable_params > world.models[1].backbone.num_parameters()
 
 
 @_parametrize

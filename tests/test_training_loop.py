@@ -86,6 +86,7 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory() as peak:
         block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
         del block
-    if peak.bytes_ is None:
+    if peak.bytes_ is None:  # a kernel/sandbox without /proc/self/clear_refs: the product
+        # reports the column as absent there, so there is nothing to check (never on CI here)
         pytest.skip("this kernel does not expose a resettable peak RSS")
     assert peak.bytes_ >= 35 * 2**20
