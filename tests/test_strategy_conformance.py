@@ -239,3 +239,34 @@ def test_untrained_peft_structures_reproduce_the_global_model(task, task_world):
             with torch.no_grad():
                 logits = scorer.eval()(world.data.test).numpy()
             np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+GRADIENT = [name for name in STRATEGIES if _trains_by_gradient(create(name))]
+
+
+@pytest.mark.parametrize("name", GRADIENT)
+def test_without_layers_gradient_strategies_tune_head_and_theta_only(name, task_world):
+    """GloVe has no layers: every gradient strategy fitted on it trains the head and θ only,
+    stores no encoder tensor, and its row says so (``head-only`` = 1)."""
+    world = task_world("aggression")
+    glove = world.models[0]
+    assert glove.backbone.arch == "glove"
+    state = TrackState({"theta": np.ones(glove.dim, np.float32)})
+    fitted, cost = create(name).fit(state, glove, world.data, np.random.default_rng(0))
+    head = sum(p.numel() for p in glove.head.parameters())
+    assert cost.extra["head-only"] == 1.0
+    assert cost.trainable_params == head + glove.dim
+    assert not [k for k in fitted.arrays if k.startswith(ENCODER)]
+    logits = create(name).predict(fitted, glove, world.data, world.data.test)
+    assert logits.shape == (len(world.data.test), glove.head.n_outputs)
+
+
+def test_keep_theta_carries_the_first_personalization_across_both_swaps(chains):
+    chain = chains("news", "keep-theta")
+    personalized = chain.states[0].theta
+    assert not np.allclose(personalized, 1.0)  # there was something to keep
+    for state, model in zip(chain.states[1:], chain.models[1:], strict=True):
+        np.testing.assert_array_equal(state.theta, personalized)
+        np.testing.assert_allclose(
+            chain.strategy.predict(state, model, chain.data, chain.data.test),
+            model.design(chain.data, chain.data.test).logits(personalized), rtol=1e-6)
