@@ -100,9 +100,8 @@ class StrategyConfig:
         for key, raw in options.items():
             name = key.replace("-", "_")
             if name not in names:
-                raise ValueError(
-                    f"{cls.__name__} has no option {key!r}; valid: {sorted(names) or 'none'}"
-                )
+                valid = sorted(n.replace("_", "-") for n in names)
+                raise ValueError(f"{cls.__name__} has no option {key!r}; valid: {valid or 'none'}")
             kwargs[name] = _convert(raw, hints[name], f"{cls.__name__}.{name}")
         return cls(**kwargs)
 
