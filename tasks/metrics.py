@@ -1,7 +1,9 @@
 """Metrics: news ranking with the official MIND scorer's semantics, and classification.
 
 News, per impression: AUC, MRR, nDCG@5, nDCG@10; averaged over impressions, skipping
-impressions whose labels are all one class (the scorer cannot rank them). Classification:
+impressions whose labels are all one class (the scorer cannot rank them). Tied scores never
+take their order from the list: AUC counts a tied pair ½, MRR and nDCG take the expectation
+over the orders of the tied items. Classification:
 accuracy, F1 of the positive class (two classes), macro-F1 over the classes present in the
 truth or the predictions (sklearn's convention).
 """
@@ -18,17 +20,35 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+def expected_rank_weights(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per item, the expectation of ``weights[rank - 1]`` over the orders of tied scores.
+
+    Items whose scores tie share a block of ranks, every order of the block equally likely, so
+    each one's expected weight is the block's mean weight (ALGORITHMS.md, "Ties"). Without
+    ties this is ``weights`` in the ranking by descending score."""
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="stable")
+    _, block = np.unique(-scores[order], return_inverse=True)  # block id per ranked position
+    means = np.bincount(block, weights=weights) / np.bincount(block)
+    out = np.empty(len(scores))
+    out[order] = means[block]
+    return out
+
+
 def mrr(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Σ y_i / rank_i over the ranking by score, divided by the number of clicks."""
-    order = np.argsort(scores)[::-1]
-    ranked = np.take(labels, order)
-    return float(np.sum(ranked / (np.arange(len(ranked)) + 1)) / np.sum(ranked))
+    """Σ y_i / rank_i over the ranking by score, divided by the number of clicks; tied scores
+    count the expected reciprocal rank over their orders."""
+    labels = np.asarray(labels, dtype=float)
+    reciprocal = 1.0 / np.arange(1, len(labels) + 1)
+    return float(np.sum(labels * expected_rank_weights(scores, reciprocal)) / np.sum(labels))
 
 
 def dcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
-    order = np.argsort(scores)[::-1]
-    gains = 2 ** np.take(labels, order[:k]) - 1
-    return float(np.sum(gains / np.log2(np.arange(len(gains)) + 2)))
+    """Σ (2^y − 1) / log2(rank + 1) over the top k, in expectation over tied orders."""
+    labels = np.asarray(labels, dtype=float)
+    ranks = np.arange(1, len(labels) + 1)
+    discount = np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)
+    return float(np.sum((2**labels - 1) * expected_rank_weights(scores, discount)))
 
 
 def ndcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
