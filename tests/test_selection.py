@@ -80,16 +80,34 @@ def test_kwikbucks_pivots_cover_every_label_and_blob() -> None:
     assert result.n_clusters == len(result.indices)  # one pivot per cluster when uncapped
 
 
-def test_kwikbucks_keeps_the_largest_clusters_when_capped() -> None:
+def test_a_cap_is_label_stratified_then_largest_clusters_first() -> None:
     embeddings, labels, _ = blobs()
     strong = strong_signal(embeddings, labels, k=5)
     clustering = KwikBucks(random_state=np.random.default_rng(2)).fit(
         cosine_similarity_matrix(embeddings), strong
     )
     sizes = np.bincount(clustering.labels_)
-    result = select_examples("kwikbucks", embeddings, labels, max_examples=3, random_state=2)
-    chosen_sizes = sorted(sizes[clustering.labels_[result.indices]], reverse=True)
-    assert chosen_sizes == sorted(sizes, reverse=True)[:3]
+    pivot_labels = labels[clustering.pivots_]
+    result = select_examples("kwikbucks", embeddings, labels, max_examples=4, random_state=2)
+    chosen = clustering.labels_[result.indices]
+    for label in (0, 1):  # two per label, each label's two largest clusters
+        mine = chosen[labels[result.indices] == label]
+        assert sorted(sizes[mine], reverse=True) == sorted(
+            sizes[pivot_labels == label], reverse=True)[:2]
+
+
+def test_a_cap_keeps_rare_positives_like_mind_clicks() -> None:
+    """~4 % clicks: under a cap far below the cluster count, the largest-clusters-first rule
+    would keep only non-clicks; the stratified cap keeps clicks."""
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(300, 16))
+    labels = np.zeros(300, dtype=np.int64)
+    labels[rng.choice(300, size=12, replace=False)] = 1
+    for method in ("kwikbucks", "kwikcluster", "fala-k"):
+        result = select_examples(method, embeddings, labels, max_examples=10, random_state=0)
+        assert len(result.indices) == 10
+        assert result.n_clusters > 10  # the cap binds
+        assert 1 <= labels[result.indices].sum() <= 5, method  # clicks kept, in turn
 
 
 def test_kwikbucks_respects_the_query_budget() -> None:

@@ -58,10 +58,24 @@ def _result(indices: np.ndarray, n_clusters: int, n_queries: int) -> SelectionRe
     return SelectionResult(np.unique(np.asarray(indices, dtype=np.intp)), n_clusters, n_queries)
 
 
-def _largest_clusters_first(labels: np.ndarray, pivots: np.ndarray) -> np.ndarray:
-    """Pivots ordered by their cluster's size, biggest first (ties: lower cluster label)."""
-    sizes = np.bincount(labels, minlength=len(pivots))
-    return pivots[np.argsort(-sizes, kind="stable")]
+def _cap_order(example_labels: np.ndarray, clusters: np.ndarray,
+               pivots: np.ndarray) -> np.ndarray:
+    """Pivots in the order a cap keeps them: label-stratified (ALGORITHMS.md, "FaLA's
+    example cap") — round-robin over the pivots' labels, each label's pivots by cluster size,
+    biggest first — so a user with 4 % clicks keeps click examples under any cap >= 2.
+
+    Labels take turns in the order of their largest cluster (ties: lower label); clusters of
+    equal size keep the lower cluster id first."""
+    sizes = np.bincount(clusters, minlength=len(pivots))
+    by_size = np.argsort(-sizes, kind="stable")  # cluster ids, biggest first
+    pivot_labels = np.asarray(example_labels)[pivots]
+    queues: dict[float, list[int]] = {}
+    for cluster in by_size:  # insertion order = labels by their largest cluster
+        queues.setdefault(float(pivot_labels[cluster]), []).append(int(pivots[cluster]))
+    order: list[int] = []
+    for turn in range(max((len(q) for q in queues.values()), default=0)):
+        order += [queue[turn] for queue in queues.values() if turn < len(queue)]
+    return np.asarray(order, dtype=np.intp)
 
 
 def _kwikbucks(request: SelectionRequest) -> KwikBucks:
@@ -74,9 +88,10 @@ def _kwikbucks(request: SelectionRequest) -> KwikBucks:
 
 
 def select_kwikbucks(request: SelectionRequest) -> SelectionResult:
-    """One pivot per KwikBucks cluster; over the cap, the largest clusters' pivots win."""
+    """One pivot per KwikBucks cluster; over the cap, label-stratified, largest clusters
+    first within a label."""
     clustering = _kwikbucks(request)
-    ranked = _largest_clusters_first(clustering.labels_, clustering.pivots_)
+    ranked = _cap_order(request.labels, clustering.labels_, clustering.pivots_)
     return _result(ranked[: request.cap], clustering.n_clusters_, clustering.n_queries_)
 
 
@@ -86,7 +101,7 @@ def select_kwikcluster(request: SelectionRequest) -> SelectionResult:
         request.embeddings, request.labels, k=request.k_neighbors, edge_rule=request.edge_rule
     )
     clustering = KwikCluster(random_state=request.rng).fit(strong)
-    ranked = _largest_clusters_first(clustering.labels_, clustering.pivots_)
+    ranked = _cap_order(request.labels, clustering.labels_, clustering.pivots_)
     return _result(ranked[: request.cap], clustering.n_clusters_, clustering.n_queries_)
 
 
@@ -124,9 +139,10 @@ def select_all(request: SelectionRequest) -> SelectionResult:
 
 def select_fala_k(request: SelectionRequest) -> SelectionResult:
     """FaLA-K: exactly K = max_examples examples (fewer only if the user has fewer), KwikBucks
-    pivots first (largest clusters first), the rest uniformly at random without replacement."""
+    pivots first (in the cap's label-stratified order), the rest uniformly at random without
+    replacement."""
     clustering = _kwikbucks(request)
-    pivots = _largest_clusters_first(clustering.labels_, clustering.pivots_)[: request.cap]
+    pivots = _cap_order(request.labels, clustering.labels_, clustering.pivots_)[: request.cap]
     others = np.setdiff1d(np.arange(request.n), pivots)
     extra = request.rng.choice(others, size=request.cap - len(pivots), replace=False)
     chosen = np.concatenate([pivots, extra])
