@@ -282,13 +282,18 @@ def test_generate_is_seeded_and_private_users_are_the_most_active(tmp_path, cls)
     assert set(task.select_users(task.read_source(first), 2)) == private
 
 
+# LaMP-1 stores a question as its two candidate papers (one example each), whose gold is the
+# cited one; LaMP-2/3 store one example per question, labelled with the gold output.
+CANDIDATES_PER_QUESTION = {"lamp-1": 2, "lamp-2": 1, "lamp-3": 1}
+
+
 @pytest.mark.parametrize("name", ["lamp-1", "lamp-2", "lamp-3"])
 def test_prepare_round_trip_finetune_is_profile_and_test_is_questions(worlds, name):
     task, source, prepared, manifest = worlds[name]
     private = json.loads((source / "synthetic.json").read_text())["private-users"]
     assert sorted(manifest["users"]) == sorted(private)
     assert manifest["classes"] == list(task.classes)
-    per_candidate = 2 if name == "lamp-1" else 1
+    per_candidate = CANDIDATES_PER_QUESTION[name]
     golds = {}
     questions = []
     for split in ("train", "dev"):
@@ -305,7 +310,7 @@ def test_prepare_round_trip_finetune_is_profile_and_test_is_questions(worlds, na
         assert len(data.finetune) == per_candidate * len(entries[user])
         assert len(data.test) == per_candidate * len(asked)
         test_texts = [data.texts[i] for i in data.test.docs]
-        if name == "lamp-1":  # the gold candidate of each question is the cited one
+        if per_candidate == 2:  # the gold candidate of each question is the cited one
             cited = [t for t, y in zip(test_texts, data.test.labels, strict=True) if y == 1]
             assert len(cited) == len(asked)
         else:

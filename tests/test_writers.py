@@ -231,6 +231,10 @@ def test_amazon_gzip_dump(tmp_path):
         CONVERTERS["amazon"](broken, tmp_path / "broken")
 
 
+GOOD_LINE = {"yelp": yelp_line("r0", "u0", 5, "ok", 1),
+             "amazon": amazon_line("A0", "B0", 5.0, "ok", 1252800000)}
+
+
 @pytest.mark.parametrize(("name", "line"), [
     ("yelp", yelp_line("r9", "u9", 6, "Too good", 1)),
     ("yelp", yelp_line("r9", "u9", 3.5, "Half a star", 1)),
@@ -238,8 +242,7 @@ def test_amazon_gzip_dump(tmp_path):
 ])
 def test_stars_outside_one_to_five_name_file_and_line(tmp_path, name, line):
     dump = tmp_path / "dump.json"
-    good = yelp_line("r0", "u0", 5, "ok", 1) if name == "yelp" else \
-        amazon_line("A0", "B0", 5.0, "ok", 1252800000)
+    good = GOOD_LINE[name]
     dump.write_text(good + "\n" + line + "\n")
     expected = re.escape(f"{dump}:2: ") + r".* is not a whole number of stars in 1\.\.5"
     with pytest.raises(DataError, match=expected):
