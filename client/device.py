@@ -28,6 +28,12 @@ CURRENT = "current-release"
 FIRST_PERSONALIZATION = "stage0"
 
 
+def store_root(state_dir: str | Path, user: str, seed: int) -> Path:
+    """Where one user's private store lives for one replicate seed: replicates never share
+    tracks, and every reader (the device, the cross-user analysis) finds them the same way."""
+    return Path(state_dir) / user / f"seed-{seed}"
+
+
 class Device:
     """Drives the strategies' hooks for one user; the loop lives here once."""
 

@@ -26,11 +26,12 @@ from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
+from strategies.registry import TRACK_NAME
 from strategies.schema import allowed_metrics
 
 ALLOWED_METRICS: frozenset[str] = allowed_metrics()
 """Derived from the one metric schema (strategies/schema.py)."""
-_TRACK = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+_TRACK = TRACK_NAME
 _NAME_CAP = 40
 UPLINK_RECORD = "uplink"
 

@@ -7,6 +7,7 @@ shows up in results under its own name and is covered by the conformance suite.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+TRACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+"""What a track may be called: its name prefixes its metrics on the uplink."""
 
 
 def register(
@@ -51,6 +54,16 @@ def register_variant(name: str, base: str, help: str = "", **preset: Any) -> Non
 def names() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def lineage(name: str) -> str:
+    """The registered class a strategy or variant runs (``fala-kmeans`` -> ``fala``): what
+    reports group ablations by, read from the registry instead of from the name."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name].cls.name
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; registered: {names()}") from None
 
 
 def describe() -> dict[str, str]:
@@ -97,15 +110,38 @@ def parse_options(text: str) -> dict[str, dict[str, str]]:
     return options
 
 
-def create_many(names_text: str, options_text: str = "") -> dict[str, LocalStrategy]:
-    """The compared strategies of a run (space/comma separated names) with their options."""
-    chosen = names_text.replace(",", " ").split()
-    if not chosen:
+def parse_tracks(names_text: str) -> dict[str, str]:
+    """``"global fala ce=fala"`` -> ``{"global": "global", "fala": "fala", "ce": "fala"}``:
+    each compared track and the registered strategy it runs. ``alias=strategy`` compares one
+    strategy under several option sets in one run (options address the alias: ``ce.objective=
+    ce-labels``)."""
+    tracks: dict[str, str] = {}
+    for item in names_text.replace(",", " ").split():
+        alias, sep, base = item.partition("=")
+        if sep and not (alias and base):
+            raise ValueError(f"track {item!r} must be 'strategy' or 'alias=strategy'")
+        if not TRACK_NAME.match(alias):
+            raise ValueError(f"track name {alias!r} must match [a-z0-9][a-z0-9-]* (it names "
+                             "the track's metrics on the uplink)")
+        if alias in tracks:
+            raise ValueError(f"track {alias!r} listed twice in {names_text!r}")
+        tracks[alias] = base if sep else alias
+    if not tracks:
         raise ValueError("no strategy selected; e.g. strategies = \"global top fala\"")
-    if len(set(chosen)) != len(chosen):
-        raise ValueError(f"strategy listed twice in {names_text!r}")
+    return tracks
+
+
+def create_many(names_text: str, options_text: str = "") -> dict[str, LocalStrategy]:
+    """The compared tracks of a run (space/comma separated; ``alias=strategy`` runs a
+    registered strategy under another track name) with their options, by track name."""
+    tracks = parse_tracks(names_text)
     options = parse_options(options_text)
-    unknown = set(options) - set(chosen)
+    unknown = set(options) - set(tracks)
     if unknown:
         raise ValueError(f"options given for strategies not in the run: {sorted(unknown)}")
-    return {name: create(name, options.get(name)) for name in chosen}
+    created = {}
+    for track, base in tracks.items():
+        strategy = create(base, options.get(track))
+        strategy.name = track
+        created[track] = strategy
+    return created
