@@ -15,7 +15,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.device import Device
+from client.device import Device, store_root
 from client.guard import uplink_guard
 from client.store import PrivateStore
 from simulations.settings import Settings
@@ -68,11 +68,12 @@ def _device(message: Message, context: Context) -> tuple[Device, ConfigRecord]:
     task = get_task(settings.task)
     user, index = _user_of(context, task, data_dir)
     data = task.load_user(data_dir, user, settings.finetune_fraction)
+    seed = int(order["seed"])  # the replicate: its own randomness and its own store
     device = Device(
-        task, data, index, PrivateStore(state_dir / user),
+        task, data, index, PrivateStore(store_root(state_dir, user, seed)),
         create_many(settings.strategies, settings.strategy_options),
         create_first_personalization(settings.personalize, settings.personalize_options),
-        Path(str(order["releases"])), seed=settings.seed,
+        Path(str(order["releases"])), seed=seed,
     )
     return device, order
 

@@ -17,7 +17,6 @@ message metadata and the ``uplink`` record the guard itself adds.
 from __future__ import annotations
 
 import math
-import re
 from logging import ERROR, WARNING
 
 from flwr.app import Context, Error, Message, MetricRecord, RecordDict

@@ -20,6 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from threadpoolctl import threadpool_limits
 
+from server.progress import ProgressLine
 from server.releases import build_or_load_release
 from server.results import DeviceError, ResultsWriter, rows_from_reply
 from simulations.settings import Settings
@@ -28,6 +29,7 @@ from tasks.base import PUBLIC_MANIFEST
 from tasks.registry import get_task
 
 app = ServerApp()
+REPLY_POLL_SECONDS = 0.5  # Flower's own send_and_receive polls every 3 s
 
 
 def forward_library_logs() -> None:
@@ -88,35 +90,60 @@ def main(grid: Grid, context: Context) -> None:
     log(INFO, "wrote %d rows to %s", writer.count, writer.path)
 
 
+def send_with_progress(grid: Grid, messages: list[Message], timeout: float, label: str
+                       ) -> list[Message]:
+    """``grid.send_and_receive`` with a progress bar over the replies (devices done / total,
+    ETA); returns the replies that arrived within ``timeout`` seconds."""
+    pending = set(grid.push_messages(messages))
+    bar = ProgressLine(label, len(pending), "devices")
+    replies: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        arrived = list(grid.pull_messages(pending))
+        replies.extend(arrived)
+        pending.difference_update(m.metadata.reply_to_message_id for m in arrived)
+        if arrived:
+            bar.update(len(replies))
+        if pending:
+            time.sleep(REPLY_POLL_SECONDS)
+    return replies
+
+
 def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir: Path,
                      releases: Path, writer: ResultsWriter, strategies: list[str]) -> None:
-    """For each version: build/reuse the release, send it, verify replies, store rows."""
+    """For each version: build/reuse the release, send it once per replicate seed, verify the
+    replies, store rows."""
     spec = get_task(settings.task).metric_spec
+    seeds = settings.replicate_seeds()
     for entry in settings.schedule:
         manifest = build_or_load_release(entry, settings, data_dir, releases)
         kind = "train.personalize" if entry.index == 1 else "train.swap"
-        order = ConfigRecord({
-            "release-id": manifest.release_id, "releases": str(releases),
-            "version": entry.version,
-        })
-        messages = [Message(RecordDict({"release": order}), dst_node_id=node, message_type=kind)
-                    for node in nodes]
-        started = time.perf_counter()
-        log(INFO, "[%s] %s to %d devices", entry.version, kind, len(nodes))
-        replies = list(grid.send_and_receive(messages, timeout=settings.reply_timeout_seconds))
-        if len(replies) < len(nodes):
-            raise DeviceError(f"[{entry.version}] {len(replies)}/{len(nodes)} devices replied "
-                              f"within {settings.reply_timeout_seconds:.0f}s")
-        base = {"run": writer.run_dir.name, "task": settings.task, "seed": settings.seed,
-                "version": entry.version, "version-index": entry.index, "arch": manifest.arch}
-        failures = []
-        for reply in replies:
-            try:
-                writer.append(rows_from_reply(reply, base, strategies, spec))
-            except DeviceError as err:
-                failures.append(str(err))
-        if failures:
-            raise DeviceError(f"[{entry.version}] {len(failures)} device(s) failed:\n"
-                              + "\n".join(failures))
-        log(INFO, "[%s] %d devices re-personalized in %.1fs", entry.version, len(replies),
-            time.perf_counter() - started)
+        for seed in seeds:
+            order = ConfigRecord({
+                "release-id": manifest.release_id, "releases": str(releases),
+                "version": entry.version, "seed": seed,
+            })
+            messages = [Message(RecordDict({"release": order}), dst_node_id=node,
+                                message_type=kind) for node in nodes]
+            label = f"[{entry.version}]" + (f" seed {seed}" if len(seeds) > 1 else "")
+            started = time.perf_counter()
+            log(INFO, "%s %s to %d devices", label, kind, len(nodes))
+            replies = send_with_progress(grid, messages, settings.reply_timeout_seconds,
+                                         f"{label} {kind}")
+            if len(replies) < len(nodes):
+                raise DeviceError(f"{label} {len(replies)}/{len(nodes)} devices replied "
+                                  f"within {settings.reply_timeout_seconds:.0f}s")
+            base = {"run": writer.run_dir.name, "task": settings.task, "seed": seed,
+                    "version": entry.version, "version-index": entry.index,
+                    "arch": manifest.arch}
+            failures = []
+            for reply in replies:
+                try:
+                    writer.append(rows_from_reply(reply, base, strategies, spec))
+                except DeviceError as err:
+                    failures.append(str(err))
+            if failures:
+                raise DeviceError(f"{label} {len(failures)} device(s) failed:\n"
+                                  + "\n".join(failures))
+            log(INFO, "%s %d devices re-personalized in %.1fs", label, len(replies),
+                time.perf_counter() - started)

@@ -23,6 +23,7 @@ from flwr.common.logger import log
 
 from backbones.base import Backbone
 from backbones.registry import PACKAGED, SERVER_TRAINED, load_backbone, loader_for_path
+from server.progress import ProgressLine
 from simulations.settings import ScheduleEntry, Settings
 from tasks.registry import get_task
 from tasks.release import (
@@ -82,11 +83,9 @@ def _obtain_backbone(entry: ScheduleEntry, settings: Settings, texts: list[str],
             config.hidden_size, config.num_layers)
         target = folder / BACKBONE_DIR
         shutil.rmtree(target, ignore_errors=True)
-        pretrain_roberta(
-            texts, target, config,
-            progress=lambda step, loss: log(INFO, "[%s]   mlm step %d loss %.3f",
-                                            entry.version, step, loss),
-        )
+        bar = ProgressLine(f"[{entry.version}] masked-LM pretraining", config.steps, "steps")
+        pretrain_roberta(texts, target, config,
+                         progress=lambda step, loss: bar.update(step, f"loss {loss:.3f}"))
         spec = {"loader": "transformer", "source": "release", "path": None}
         path = str(target)
     else:
@@ -102,13 +101,11 @@ def _obtain_backbone(entry: ScheduleEntry, settings: Settings, texts: list[str],
 
 
 def encode_public(backbone: Backbone, texts: list[str], version: str) -> np.ndarray:
-    """Frozen features of every public document, with progress output."""
-    chunks, start = [], time.perf_counter()
+    """Frozen features of every public document, with a progress bar."""
+    chunks, bar = [], ProgressLine(f"[{version}] encoding public texts", len(texts), "texts")
     for first in range(0, len(texts), ENCODE_CHUNK):
         chunks.append(backbone.encode(texts[first : first + ENCODE_CHUNK]))
-        done = min(first + ENCODE_CHUNK, len(texts))
-        log(INFO, "[%s] encoded %d/%d public documents (%.1fs)", version, done, len(texts),
-            time.perf_counter() - start)
+        bar.update(min(first + ENCODE_CHUNK, len(texts)))
     return np.concatenate(chunks) if chunks else np.zeros((0, backbone.hidden_size), np.float32)
 
 

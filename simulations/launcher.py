@@ -8,6 +8,7 @@ end, by PID.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -61,8 +62,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return json.dumps(str(value), ensure_ascii=False)  # a valid TOML basic string (newlines too)
 
 
 def write_run_config(path: Path, config: dict[str, Any]) -> Path:

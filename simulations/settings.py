@@ -64,6 +64,7 @@ class Settings:
     personalize_options: str
     users: int
     seed: int
+    seeds: str  # replicate seeds, e.g. "0 1 2 3 4"; empty: one replicate with ``seed``
     finetune_fraction: float
     synthetic_public_users: int
     synthetic_items: int
@@ -119,8 +120,24 @@ class Settings:
         if not 0 < self.finetune_fraction < 1:
             raise ValueError(f"finetune-fraction must be in (0, 1), got "
                              f"{self.finetune_fraction}")
+        self.replicate_seeds()
         self.head_training()
         self.synthetic()
+
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """The device-side replicates of the run. Each seed re-runs every device's work
+        (first personalization, example selection, initializations, batch order) in its own
+        store namespace; the data, its chronological split and the server's releases stay
+        those of ``seed`` (the split is the benchmark's protocol, the releases the server's)."""
+        items = self.seeds.replace(",", " ").split()
+        try:
+            seeds = tuple(int(item) for item in items) or (self.seed,)
+        except ValueError as err:
+            raise ValueError(f"seeds must be integers, e.g. \"0 1 2 3 4\"; got "
+                             f"{self.seeds!r}") from err
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds!r}")
+        return seeds
 
     def to_record(self) -> dict[str, Any]:
         """Every resolved key, hyphenated, JSON-ready (the run's config.json)."""

@@ -26,9 +26,10 @@ def _flower_processes() -> set[str]:
             if "flower-superlink" in line or "flwr-simulation" in line or "raylet" in line}
 
 
-def _run(tmp_path, out_name):
+def _run(tmp_path, out_name, **overrides):
     config = tiny_run_config(tmp_path / "work", tmp_path / out_name, users=2,
-                             schedule="glove bert roberta", strategies=" ".join(STRATEGIES))
+                             schedule="glove bert roberta", strategies=" ".join(STRATEGIES),
+                             **overrides)
     command = [sys.executable, "-m", "simulations.cli", "run", "--timeout", "900"]
     for key, value in config.items():
         command += ["--set", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
@@ -52,13 +53,22 @@ def test_flwr_run_end_to_end_twice(tmp_path):
             assert 0.0 <= row[metric] <= 1.0, row
         assert row["downlink-bytes"] > 0 and row["uplink-bytes"] > 0
     assert "release cache miss" in first_log
+    assert "train.swap 100%|" in first_log  # the replies' progress bar
 
-    again, second_log = _run(tmp_path, "second")
+    # Again with a second replicate seed beside the first: replicate 0 reproduces the first
+    # run bitwise from the release cache, replicate 1 has its own rows and its own stores.
+    again, second_log = _run(tmp_path, "second", seeds="0 1")
     assert "release cache hit" in second_log and "release cache miss" not in second_log
+    assert {r["seed"] for r in again} == {0, 1}
+    assert len(again) == 2 * len(rows)
     by_key = {(r["version"], r["user"], r["strategy"]): r for r in rows}
-    for row in again:
+    for row in (r for r in again if r["seed"] == 0):
         for metric in QUALITY:
             assert row[metric] == by_key[(row["version"], row["user"], row["strategy"])][metric]
+    users = sorted(p.name for p in (tmp_path / "work" / "devices").iterdir())
+    for user in users:
+        assert sorted(p.name for p in (tmp_path / "work" / "devices" / user).iterdir()) == [
+            "seed-0", "seed-1"]
     assert _flower_processes() <= before, "a Flower or Ray process outlived the run"
 
 

@@ -46,26 +46,34 @@ class _InProcessGrid:
                                                     "num-partitions": users},
                                        state=RecordDict(), run_config=run_config)
                          for node in range(1, users + 1)}
+        self.replies, self.sent = {}, 0
 
     def get_node_ids(self):
         return list(self.contexts)
 
-    def send_and_receive(self, messages, timeout=None):
+    def push_messages(self, messages):
+        """Deliver now (like a grid whose devices answer instantly); replies wait for pull."""
         from flwr.supercore.task_identity import TaskIdentity
 
         from client.app import app
 
         global _OPENED
         recording, _OPENED = _OPENED, None  # the devices' own opens are theirs
+        ids = []
         try:
-            replies = []
             for message in messages:
+                self.sent += 1
+                message.metadata.__dict__["_message_id"] = f"message-{self.sent}"
                 node = message.metadata.dst_node_id
                 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, node, "t"
-                replies.append(app(message, self.contexts[node]))
-            return replies
+                self.replies[message.metadata.message_id] = app(message, self.contexts[node])
+                ids.append(message.metadata.message_id)
+            return ids
         finally:
             _OPENED = recording
+
+    def pull_messages(self, message_ids):
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
 
 
 def test_whole_server_main_never_opens_a_private_file(tiny_settings, world, tmp_path):

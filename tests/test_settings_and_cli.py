@@ -73,3 +73,25 @@ def test_strategy_options_are_parsed_and_validated():
         create_many("fala", "fala.objective=ce-labels")
     with pytest.raises(ValueError, match="expected int"):
         create_many("top", "top.epochs=two")
+
+
+def test_replicate_seeds():
+    config = run_config_defaults()
+    assert Settings.from_run_config({**config, "seed": 3}).replicate_seeds() == (3,)
+    assert Settings.from_run_config({**config, "seeds": "0 1, 2"}).replicate_seeds() == (0, 1, 2)
+    for bad in ("0 0", "a b", "-1"):
+        with pytest.raises(ValueError, match="seeds"):
+            Settings.from_run_config({**config, "seeds": bad})
+
+
+def test_a_track_may_alias_a_strategy_with_its_own_options():
+    tracks = create_many("fala ce=fala", "ce.objective=ce-labels ce.lam-grid= ce.lam=0.01")
+    assert type(tracks["ce"]) is type(tracks["fala"])
+    assert tracks["ce"].name == "ce" and tracks["ce"].config.objective == "ce-labels"
+    assert tracks["fala"].config.objective == "mse"
+    for names, message in (("fala Ce=fala", "must match"), ("ce=fala ce=global", "twice"),
+                           ("ce=", "alias=strategy"), ("x=nope", "unknown strategy")):
+        with pytest.raises(ValueError, match=message):
+            create_many(names)
+    with pytest.raises(ValueError, match="not in the run"):
+        create_many("ce=fala", "fala.lam=1")
