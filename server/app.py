@@ -95,7 +95,7 @@ def send_with_progress(grid: Grid, messages: list[Message], timeout: float, labe
     """``grid.send_and_receive`` with a progress bar over the replies (devices done / total,
     ETA); returns the replies that arrived within ``timeout`` seconds."""
     pending = set(grid.push_messages(messages))
-    bar = ProgressLine(label, len(pending), "devices")
+    bar = ProgressLine(label, len(pending), "device")
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:

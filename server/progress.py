@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 
 class ProgressLine:
-    """``update(done)`` logs ``<label>  38%|###   | 3/8 [00:04<00:07, 0.70 devices/s]`` at
+    """``update(done)`` logs ``<label>  38%|###   | 3/8 [00:04<00:07, 0.70 device/s]`` at
     most every ``every_seconds`` (and always at the end)."""
 
-    def __init__(self, label: str, total: int, unit: str = "it", every_seconds: float = 5.0
+    def __init__(self, label: str, total: int, unit: str = "item", every_seconds: float = 5.0
                  ) -> None:
         self.label, self.total, self.unit = label, int(total), unit
         self.every_seconds = every_seconds
@@ -30,6 +30,7 @@ class ProgressLine:
     def line(self, done: int, note: str = "") -> str:
         meter = tqdm.format_meter(done, self.total, time.monotonic() - self.started,
                                   ncols=72, ascii=True, unit=f" {self.unit}")
+        meter = meter.replace("s/ ", " s/")  # the slow-rate form: "19.5 s/device"
         return f"{self.label} {meter}" + (f" {note}" if note else "")
 
     def update(self, done: int, note: str = "") -> None:

@@ -83,7 +83,7 @@ def _obtain_backbone(entry: ScheduleEntry, settings: Settings, texts: list[str],
             config.hidden_size, config.num_layers)
         target = folder / BACKBONE_DIR
         shutil.rmtree(target, ignore_errors=True)
-        bar = ProgressLine(f"[{entry.version}] masked-LM pretraining", config.steps, "steps")
+        bar = ProgressLine(f"[{entry.version}] masked-LM pretraining", config.steps, "step")
         pretrain_roberta(texts, target, config,
                          progress=lambda step, loss: bar.update(step, f"loss {loss:.3f}"))
         spec = {"loader": "transformer", "source": "release", "path": None}
@@ -102,7 +102,7 @@ def _obtain_backbone(entry: ScheduleEntry, settings: Settings, texts: list[str],
 
 def encode_public(backbone: Backbone, texts: list[str], version: str) -> np.ndarray:
     """Frozen features of every public document, with a progress bar."""
-    chunks, bar = [], ProgressLine(f"[{version}] encoding public texts", len(texts), "texts")
+    chunks, bar = [], ProgressLine(f"[{version}] encoding public texts", len(texts), "text")
     for first in range(0, len(texts), ENCODE_CHUNK):
         chunks.append(backbone.encode(texts[first : first + ENCODE_CHUNK]))
         bar.update(min(first + ENCODE_CHUNK, len(texts)))

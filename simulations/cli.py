@@ -171,10 +171,28 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simulations.report import write_report
+    from simulations.report import write_full_report
 
-    md = write_report(args.run_dir)
+    try:
+        md = write_full_report(args.run_dirs, args.out, baseline=args.baseline,
+                               device_profile=args.device_profile,
+                               profiles_path=args.profiles)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"report: {err}") from err
     print(md.read_text())
+    print(f"written to {md.parent}")
+    return 0
+
+
+def cmd_analyze_cross_user(args: argparse.Namespace) -> int:
+    from simulations.cross_user import write_cross_user
+
+    try:
+        md = write_cross_user(args.run_dir, args.strategies or None, args.seed, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"cross-user: {err}") from err
+    print(md.read_text())
+    print(f"written to {md.parent}")
     return 0
 
 
@@ -248,10 +266,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CPUs reserved per virtual device (Ray actor)")
     run.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
     run.set_defaults(func=cmd_run)
-    report = sub.add_parser("report", help="tables (Markdown + CSV) from a run folder")
-    report.add_argument("run_dir", type=Path)
+    report = sub.add_parser(
+        "report", help="statistics, paired comparisons, paper-table analogues and plots "
+        "(Markdown + CSV + PNG) from one or more run folders")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument("--baseline", default="global",
+                        help="strategy every other one is compared with, per user")
+    report.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: the run folder, or report-<time>/ "
+                        "beside the first of several)")
+    report.add_argument("--device-profile", default=None,
+                        help="express costs as seconds and joules on a named device "
+                        "(simulations/device_profiles.toml)")
+    report.add_argument("--profiles", type=Path, default=None,
+                        help="your own device-profile TOML (same format)")
     report.set_defaults(func=cmd_report)
     _bench_commands(sub)
+    analyze = sub.add_parser("analyze", help="simulation-only analyses of a finished run")
+    analyses = analyze.add_subparsers(dest="analysis", required=True)
+    cross = analyses.add_parser(
+        "cross-user", help="every user's personalized model on every user's test split (FaLA "
+        "Figure 2); opens every private store on this machine: outside the privacy boundary")
+    cross.add_argument("run_dir", type=Path)
+    cross.add_argument("--strategies", nargs="*", help="tracks to analyze (default: all)")
+    cross.add_argument("--seed", type=int, default=None,
+                       help="replicate seed whose stores to read (default: the run's first)")
+    cross.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: RUN_DIR/cross-user)")
+    cross.set_defaults(func=cmd_analyze_cross_user)
     strategies = sub.add_parser("strategies", help="list the registered strategies")
     strategies.set_defaults(func=cmd_strategies)
     tasks = sub.add_parser("tasks", help="list the registered tasks and their data formats")
