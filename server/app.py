@@ -15,11 +15,12 @@ from logging import INFO
 from pathlib import Path
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from threadpoolctl import threadpool_limits
 
+from server.delivery import devices_holding, inline_records, release_orders
 from server.progress import ProgressLine
 from server.releases import build_or_load_release
 from server.results import DeviceError, ResultsWriter, rows_from_reply
@@ -27,6 +28,7 @@ from simulations.settings import Settings
 from strategies.registry import create_many
 from tasks.base import PUBLIC_MANIFEST
 from tasks.registry import get_task
+from tasks.release import release_bundle
 
 app = ServerApp()
 REPLY_POLL_SECONDS = 0.5  # Flower's own send_and_receive polls every 3 s
@@ -118,13 +120,21 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
     for entry in settings.schedule:
         manifest = build_or_load_release(entry, settings, data_dir, releases)
         kind = "train.personalize" if entry.index == 1 else "train.swap"
+        inline = None
+        if settings.release_transport == "inline":
+            bundle = release_bundle(releases, manifest.release_id)
+            inline = inline_records(bundle)
+            log(INFO, "[%s] release sent inline: %d files, %.1f MB, sha256 per file",
+                entry.version, len(bundle.files), bundle.bytes / 1e6)
         for seed in seeds:
-            order = ConfigRecord({
-                "release-id": manifest.release_id, "releases": str(releases),
-                "version": entry.version, "seed": seed,
-            })
-            messages = [Message(RecordDict({"release": order}), dst_node_id=node,
-                                message_type=kind) for node in nodes]
+            order = ConfigRecord({"release-id": manifest.release_id, "version": entry.version,
+                                  "seed": seed})
+            holders = set() if inline is None else devices_holding(
+                grid, nodes, manifest.release_id, settings.reply_timeout_seconds)
+            if inline is not None:
+                log(INFO, "[%s] %d/%d devices hold the release already; sending it to %d",
+                    entry.version, len(holders), len(nodes), len(nodes) - len(holders))
+            messages = release_orders(manifest, order, nodes, kind, inline, holders, releases)
             label = f"[{entry.version}]" + (f" seed {seed}" if len(seeds) > 1 else "")
             started = time.perf_counter()
             log(INFO, "%s %s to %d devices", label, kind, len(nodes))

@@ -14,6 +14,11 @@ from typing import Any, get_type_hints
 from tasks.base import HeadTrainingConfig, SyntheticSpec
 
 
+RELEASE_TRANSPORTS = ("reference", "inline")
+"""How devices get a release: by reference to a shared, hash-verified release store (fast
+simulation on one disk) or inline in the message (deployment: devices share no disk)."""
+
+
 @dataclass(frozen=True)
 class ScheduleEntry:
     """One backbone version: ``bert`` or ``mybert=/path/to/hf-dir`` in the schedule."""
@@ -82,6 +87,7 @@ class Settings:
     server_threads: int
     node_wait_seconds: float
     reply_timeout_seconds: float
+    release_transport: str  # "reference" (shared release store) | "inline" (in the messages)
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -120,6 +126,9 @@ class Settings:
         if not 0 < self.finetune_fraction < 1:
             raise ValueError(f"finetune-fraction must be in (0, 1), got "
                              f"{self.finetune_fraction}")
+        if self.release_transport not in RELEASE_TRANSPORTS:
+            raise ValueError(f"release-transport must be one of {RELEASE_TRANSPORTS}, got "
+                             f"{self.release_transport!r}")
         self.replicate_seeds()
         self.head_training()
         self.synthetic()

@@ -14,7 +14,7 @@ from strategies.registry import extra_metrics
 from tasks.registry import all_tasks
 
 DEVICE_METRICS: tuple[str, ...] = ("user-index", "downlink-bytes", "uplink-bytes",
-                                   "state-bytes")
+                                   "state-bytes", "has-release")
 """Per reply or per track, added by the device and the guard (not by a strategy)."""
 
 

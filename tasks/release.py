@@ -8,9 +8,14 @@ names its task; the head is that task's ``TaskHead`` and strategies reach it onl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +26,16 @@ from safetensors.numpy import load_file, save_file
 
 from backbones.base import Backbone
 from backbones.cache import PUBLIC_FEATURES, CachedFeatures, FeatureCache
-from backbones.registry import load_backbone
+from backbones.registry import load_backbone, packaged_path
 from tasks.base import Design, Examples, Task, TaskHead, UserData
 from tasks.files import atomic_write
 from tasks.registry import get_task
 
 MANIFEST = "manifest.json"
+# A release on the wire (message record names shared by the server and the devices):
+RELEASE_ORDER = "release"  # ConfigRecord: release-id, version, seed (+ releases: shared store)
+RELEASE_FILES = "release-files"  # ArrayRecord: path inside the release -> its bytes (uint8)
+RELEASE_INDEX = "release-index"  # ConfigRecord: the device's manifest and each file's sha256
 HEAD_FILE = "head.safetensors"
 BACKBONE_DIR = "backbone"
 
@@ -182,3 +191,109 @@ def open_release(root: Path, release_id: str, max_open: int = 3) -> ReleasedMode
     while len(_OPEN) > max_open:
         _OPEN.popitem(last=False)
     return model
+
+
+# -- releases over the wire --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseBundle:
+    """A release as the files a device installs, each with its sha256: what a deployment
+    sends inline. The manifest is the one the device installs: its backbone is part of the
+    release (``source = "release"``), whatever the server loaded it from."""
+
+    release_id: str
+    manifest: ReleaseManifest
+    files: dict[str, Path]  # path inside the installed folder -> the server's file
+    sha256: dict[str, str]
+
+    @property
+    def bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files.values())
+
+
+def _backbone_source(folder: Path, spec: Mapping[str, Any]) -> Path:
+    if spec["source"] == "release":
+        return folder / BACKBONE_DIR
+    if spec["source"] == "package":
+        return packaged_path(spec["loader"])
+    return Path(spec["path"])
+
+
+def release_bundle(root: Path, release_id: str) -> ReleaseBundle:
+    """Every file of a release, ready to send: head, backbone weights and tokenizer (from the
+    release folder, the offline package or the user's path), and the device's manifest."""
+    manifest = read_manifest(root, release_id)
+    if manifest is None:
+        raise FileNotFoundError(f"release {release_id} not found under {root}")
+    folder = Path(root) / release_id
+    files = {manifest.head["file"]: folder / manifest.head["file"]}
+    source = _backbone_source(folder, manifest.backbone)
+    members = [source] if source.is_file() else sorted(p for p in source.rglob("*")
+                                                       if p.is_file())
+    for path in members:
+        relative = path.name if path == source else path.relative_to(source).as_posix()
+        files[f"{BACKBONE_DIR}/{relative}"] = path
+    installed = ReleaseManifest(**{**asdict(manifest),
+                                   "backbone": {**manifest.backbone, "source": "release",
+                                                "path": None}})
+    return ReleaseBundle(release_id, installed, files,
+                         {name: _cached_sha256(path) for name, path in files.items()})
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime: int) -> str:
+    return file_sha256(Path(path))
+
+
+def _cached_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def has_release(cache: Path, release_id: str) -> bool:
+    """Whether a device's release cache holds this release (complete: manifest last)."""
+    return (Path(cache) / release_id / MANIFEST).is_file()
+
+
+def _safe_member(name: str) -> str:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ReleaseIntegrityError(f"release file name {name!r} is not a relative path")
+    return name
+
+
+def install_release(cache: Path, manifest_json: str, files: Mapping[str, bytes],
+                    sha256: Mapping[str, str]) -> Path:
+    """Install a release received over the wire into a device's own cache: every file must
+    match its announced sha256 (and nothing unannounced may come), the folder appears
+    atomically (a crash leaves no half release), and the manifest is written last."""
+    manifest = ReleaseManifest.from_json(manifest_json)
+    if set(files) != set(sha256):
+        raise ReleaseIntegrityError(
+            f"release {manifest.release_id}: files {sorted(set(files) ^ set(sha256))} arrived "
+            "without a hash or a hash without its file")
+    cache = Path(cache)
+    target = cache / manifest.release_id
+    if has_release(cache, manifest.release_id):
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".install-{manifest.release_id}-", dir=cache))
+    try:
+        for name, data in files.items():
+            if hashlib.sha256(data).hexdigest() != sha256[name]:
+                raise ReleaseIntegrityError(f"release {manifest.release_id}: {name} does not "
+                                            "match its sha256; refusing the release")
+            path = staging / _safe_member(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        atomic_write(staging / MANIFEST, manifest.to_json())
+        for path in staging.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
