@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from server.delivery import devices_holding, inline_records, release_orders
 from server.progress import ProgressLine
 from server.releases import build_or_load_release
-from server.results import DeviceError, ResultsWriter, rows_from_reply
+from server.results import FAILURES_FILE, DeviceError, ResultsWriter, rows_from_reply
 from simulations.settings import Settings
 from strategies.registry import create_many
 from tasks.base import PUBLIC_MANIFEST
@@ -88,8 +88,16 @@ def main(grid: Grid, context: Context) -> None:
     writer = ResultsWriter(settings.out_dir / run_name(settings), settings.to_record())
     log(INFO, "results: %s", writer.path)
     nodes = wait_for_nodes(grid, settings.users, settings.node_wait_seconds)
-    run_release_loop(grid, nodes, settings, data_dir, releases, writer, strategies)
+    try:
+        run_release_loop(grid, nodes, settings, data_dir, releases, writer, strategies)
+    except BaseException as err:
+        writer.finish(complete=False, error=type(err).__name__)
+        raise
+    writer.finish(complete=True)
     log(INFO, "wrote %d rows to %s", writer.count, writer.path)
+    if writer.failures:
+        log(WARNING, "%d device failures (missed or failed versions): %s", writer.failures,
+            writer.run_dir / FAILURES_FILE)
 
 
 def send_with_progress(grid: Grid, messages: list[Message], timeout: float, label: str
@@ -111,10 +119,23 @@ def send_with_progress(grid: Grid, messages: list[Message], timeout: float, labe
     return replies
 
 
+def online_nodes(grid: Grid, nodes: list[int], timeout: float) -> list[int]:
+    """The run's nodes that are online, waiting up to ``timeout`` seconds for the others (a
+    restarting SuperNode comes back under its registered id)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        online = set(grid.get_node_ids())
+        if set(nodes) <= online or time.monotonic() > deadline:
+            return [node for node in nodes if node in online]
+        time.sleep(1.0)
+
+
 def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir: Path,
                      releases: Path, writer: ResultsWriter, strategies: list[str]) -> None:
-    """For each version: build/reuse the release, send it once per replicate seed, verify the
-    replies, store rows."""
+    """For each version: build/reuse the release, send it once per replicate seed to every
+    device that is online, store the rows. A device that is offline, does not answer in time
+    or answers with an error is recorded in failures.jsonl and the run goes on; at the next
+    version it swaps from the last version it completed (its store holds it)."""
     spec = get_task(settings.task).metric_spec
     seeds = settings.replicate_seeds()
     for entry in settings.schedule:
@@ -127,33 +148,37 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
             log(INFO, "[%s] release sent inline: %d files, %.1f MB, sha256 per file",
                 entry.version, len(bundle.files), bundle.bytes / 1e6)
         for seed in seeds:
-            order = ConfigRecord({"release-id": manifest.release_id, "version": entry.version,
-                                  "seed": seed})
-            holders = set() if inline is None else devices_holding(
-                grid, nodes, manifest.release_id, settings.reply_timeout_seconds)
-            if inline is not None:
-                log(INFO, "[%s] %d/%d devices hold the release already; sending it to %d",
-                    entry.version, len(holders), len(nodes), len(nodes) - len(holders))
-            messages = release_orders(manifest, order, nodes, kind, inline, holders, releases)
             label = f"[{entry.version}]" + (f" seed {seed}" if len(seeds) > 1 else "")
-            started = time.perf_counter()
-            log(INFO, "%s %s to %d devices", label, kind, len(nodes))
-            replies = send_with_progress(grid, messages, settings.reply_timeout_seconds,
-                                         f"{label} {kind}")
-            if len(replies) < len(nodes):
-                raise DeviceError(f"{label} {len(replies)}/{len(nodes)} devices replied "
-                                  f"within {settings.reply_timeout_seconds:.0f}s")
             base = {"run": writer.run_dir.name, "task": settings.task, "seed": seed,
                     "version": entry.version, "version-index": entry.index,
                     "arch": manifest.arch}
-            failures = []
+            reachable = online_nodes(grid, nodes, settings.node_wait_seconds)
+            for node in sorted(set(nodes) - set(reachable)):
+                writer.fail(base, node, "missed", "offline (no heartbeat) when the version "
+                            "was sent")
+            order = ConfigRecord({"release-id": manifest.release_id, "version": entry.version,
+                                  "seed": seed})
+            holders = set() if inline is None else devices_holding(
+                grid, reachable, manifest.release_id, settings.node_wait_seconds)
+            if inline is not None:
+                log(INFO, "%s %d/%d devices hold the release already; sending it to %d",
+                    label, len(holders), len(reachable), len(reachable) - len(holders))
+            messages = release_orders(manifest, order, reachable, kind, inline, holders,
+                                      releases, ttl=settings.reply_timeout_seconds)
+            started = time.perf_counter()
+            log(INFO, "%s %s to %d devices", label, kind, len(reachable))
+            replies = send_with_progress(grid, messages, settings.reply_timeout_seconds,
+                                         f"{label} {kind}")
+            answered = {reply.metadata.src_node_id for reply in replies}
+            for node in sorted(set(reachable) - answered):
+                writer.fail(base, node, "missed",
+                            f"no reply within {settings.reply_timeout_seconds:.0f}s")
+            done = 0
             for reply in replies:
                 try:
                     writer.append(rows_from_reply(reply, base, strategies, spec))
+                    done += 1
                 except DeviceError as err:
-                    failures.append(str(err))
-            if failures:
-                raise DeviceError(f"{label} {len(failures)} device(s) failed:\n"
-                                  + "\n".join(failures))
-            log(INFO, "%s %d devices re-personalized in %.1fs", label, len(replies),
+                    writer.fail(base, reply.metadata.src_node_id, "failed", str(err))
+            log(INFO, "%s %d/%d devices re-personalized in %.1fs", label, done, len(nodes),
                 time.perf_counter() - started)

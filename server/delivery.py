@@ -39,8 +39,8 @@ def devices_holding(grid: Grid, nodes: list[int], release_id: str, timeout: floa
     """The nodes whose own release cache already holds ``release_id`` (a device that does not
     answer in time is sent the weights)."""
     query = ConfigRecord({"release-id": release_id})
-    messages = [Message(RecordDict({ORDER: query}), dst_node_id=node, message_type=QUERY)
-                for node in nodes]
+    messages = [Message(RecordDict({ORDER: query}), dst_node_id=node, message_type=QUERY,
+                        ttl=timeout) for node in nodes]
     holders = set()
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if not reply.has_error() and reply.content.metric_records:
@@ -52,9 +52,11 @@ def devices_holding(grid: Grid, nodes: list[int], release_id: str, timeout: floa
 
 def release_orders(manifest: ReleaseManifest, order: ConfigRecord, nodes: list[int], kind: str,
                    inline: tuple[ArrayRecord, ConfigRecord] | None, holders: set[int],
-                   releases: Path) -> list[Message]:
+                   releases: Path, ttl: float | None = None) -> list[Message]:
     """One message per node: the order, plus the release itself inline for devices that lack
-    it (``inline`` given), or the shared store's path (by reference)."""
+    it (``inline`` given), or the shared store's path (by reference). ``ttl``: seconds after
+    which an order not yet picked up expires, so a device that comes back after the server
+    gave up on it never runs a stale version."""
     messages = []
     for node in nodes:
         content = RecordDict({ORDER: order})
@@ -62,5 +64,5 @@ def release_orders(manifest: ReleaseManifest, order: ConfigRecord, nodes: list[i
             content[ORDER] = ConfigRecord({**order, "releases": str(releases)})
         elif node not in holders:
             content[FILES], content[INDEX] = inline
-        messages.append(Message(content, dst_node_id=node, message_type=kind))
+        messages.append(Message(content, dst_node_id=node, message_type=kind, ttl=ttl))
     return messages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -13,7 +14,11 @@ from flwr.app import Message
 
 from tasks.base import MetricSpec
 
+log = logging.getLogger("flwr")
+
 DEVICE_KEYS = ("user-index", "downlink-bytes")
+FAILURES_FILE = "failures.jsonl"
+STATUS_FILE = "status.json"
 
 
 class DeviceError(RuntimeError):
@@ -58,7 +63,8 @@ def rows_from_reply(reply: Message, base: dict[str, Any], strategies: Iterable[s
 
 
 class ResultsWriter:
-    """Appends rows to ``<out-dir>/<run>/rows.jsonl`` (one JSON object per line)."""
+    """Appends rows to ``<out-dir>/<run>/rows.jsonl`` (one JSON object per line), device
+    failures to ``failures.jsonl``, and the run's outcome to ``status.json`` at its end."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
         """``config`` is the run's whole resolved configuration, kept as config.json."""
@@ -68,9 +74,25 @@ class ResultsWriter:
         self.path = self.run_dir / "rows.jsonl"
         self.path.write_text("")
         self.count = 0
+        self.failures = 0
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         with self.path.open("a") as handle:
             for row in sorted(rows, key=lambda r: (r["user"], r["strategy"])):
                 handle.write(json.dumps(row, sort_keys=True) + "\n")
                 self.count += 1
+
+    def fail(self, base: dict[str, Any], node: int, status: str, reason: str) -> None:
+        """Record that a device (by its Flower node id, never its user) missed or failed a
+        version; ``reason`` is the device's error type or the server's observation."""
+        record = {**base, "node": int(node), "status": status, "reason": reason}
+        with (self.run_dir / FAILURES_FILE).open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        self.failures += 1
+        log.warning("[%s] node %d %s: %s", base.get("version"), node, status, reason)
+
+    def finish(self, complete: bool, error: str | None = None) -> None:
+        status = {"complete": complete, "rows": self.count, "failures": self.failures}
+        if error:
+            status["error"] = error
+        (self.run_dir / STATUS_FILE).write_text(json.dumps(status, indent=2))

@@ -82,8 +82,6 @@ def prepare(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from simulations.report import write_report
-
     started_at = time.time()
     started = time.perf_counter()
     config = prepare(resolve_run_config(args.scenario, args.set, app_defaults()))
@@ -98,12 +96,31 @@ def cmd_run(args: argparse.Namespace) -> int:
                    if p.stat().st_mtime >= started_at and p.stat().st_size),
                   key=lambda p: p.stat().st_mtime)
     if code == 0 and runs:
-        md = write_report(runs[-1].parent)
-        print(f"\nresults: {runs[-1].parent} ({time.perf_counter() - started:.0f}s)\n")
-        print(md.read_text())
-        return 0
+        return show_results(runs[-1].parent, started)
     print("the simulation did not produce result rows; see the log above", file=sys.stderr)
     return code or 1
+
+
+def show_results(run_dir: Path, started: float) -> int:
+    """Print a finished run's table; non-zero if the ServerApp stopped before the end (Flower's
+    exit code does not say so: the run's status.json does)."""
+    import json
+
+    from simulations.report import write_report
+
+    status_file = run_dir / "status.json"
+    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+    md = write_report(run_dir)
+    print(f"\nresults: {run_dir} ({time.perf_counter() - started:.0f}s)\n")
+    print(md.read_text())
+    if status.get("failures"):
+        print(f"{status['failures']} device failure(s) (missed or failed versions): "
+              f"{run_dir / 'failures.jsonl'}", file=sys.stderr)
+    if not status.get("complete"):
+        print(f"the run stopped before its end ({status.get('error', 'no status.json')}); "
+              "the table holds the rows written until then", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -196,6 +213,93 @@ def cmd_analyze_cross_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_up(args: argparse.Namespace) -> int:
+    from simulations.deploy import DeploymentError, deploy_up
+
+    config = prepare(resolve_run_config(args.scenario, args.set, app_defaults()))
+    try:
+        deployment = deploy_up(args.dir, config, Path(config["data-dir"]),
+                               insecure=args.insecure)
+    except DeploymentError as err:
+        raise SystemExit(f"deploy: {err}") from err
+    mode = "INSECURE (no TLS, no SuperNode authentication)" if args.insecure else (
+        "TLS + SuperNode authentication")
+    print(f"deployment up in {deployment.root}: SuperLink 127.0.0.1:"
+          f"{deployment.superlink_port}, {deployment.users} SuperNodes, {mode}\n"
+          f"next: swapfl deploy run --dir {args.dir}   (status, logs NAME, down)")
+    return 0
+
+
+def _deployment(args: argparse.Namespace):
+    from simulations.deploy import Deployment, DeploymentError
+
+    try:
+        return Deployment.load(args.dir)
+    except DeploymentError as err:
+        raise SystemExit(f"deploy: {err}") from err
+
+
+def cmd_deploy_run(args: argparse.Namespace) -> int:
+    from simulations.deploy import DeploymentError, deploy_run
+
+    deployment = _deployment(args)
+    overrides = dict(item.partition("=")[::2] for item in args.set)
+    started = time.perf_counter()
+    try:
+        code, run_dir = deploy_run(deployment, {k: _parse_value(v) for k, v in
+                                                overrides.items()}, timeout=args.timeout)
+    except DeploymentError as err:
+        raise SystemExit(f"deploy: {err}") from err
+    if code != 0 or run_dir is None:
+        print("the run did not produce result rows; see `swapfl deploy logs superexec-server`",
+              file=sys.stderr)
+        return code or 1
+    return show_results(run_dir, started)
+
+
+def cmd_deploy_status(args: argparse.Namespace) -> int:
+    from simulations.deploy import deploy_status
+
+    deployment = _deployment(args)
+    print(f"{deployment.root}: SuperLink 127.0.0.1:{deployment.superlink_port}, "
+          f"{deployment.users} devices{' (insecure)' if deployment.insecure else ''}")
+    rows = deploy_status(deployment)
+    for row in rows:
+        state = f"running (pid {row['pid']})" if row["running"] else "stopped"
+        print(f"  {row['service']:22s} {state:22s} {row['log']}")
+    return 0 if all(row["running"] for row in rows) else 3
+
+
+def cmd_deploy_logs(args: argparse.Namespace) -> int:
+    deployment = _deployment(args)
+    if args.service not in deployment.services:
+        raise SystemExit(f"deploy: no service {args.service!r}; known: "
+                         f"{sorted(deployment.services)}")
+    lines = Path(deployment.services[args.service].log).read_text(errors="replace")
+    print("\n".join(lines.splitlines()[-args.lines:]))
+    return 0
+
+
+def cmd_deploy_restart(args: argparse.Namespace) -> int:
+    deployment = _deployment(args)
+    index = int(args.device)
+    if not 1 <= index <= deployment.users:
+        raise SystemExit(f"deploy: device must be 1..{deployment.users}, got {index}")
+    deployment.stop([f"supernode-{index}", f"superexec-node-{index}"])
+    deployment.start_device(index, deployment.device_users()[index - 1])
+    deployment.save()
+    print(f"device {index} restarted (its state and release cache kept)")
+    return 0
+
+
+def cmd_deploy_down(args: argparse.Namespace) -> int:
+    deployment = _deployment(args)
+    stopped = deployment.stop()
+    print(f"stopped {len(stopped)} processes: {', '.join(stopped) or 'none was running'}; "
+          f"data, state and logs stay in {deployment.root}")
+    return 0
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     from strategies.registry import describe
 
@@ -282,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="your own device-profile TOML (same format)")
     report.set_defaults(func=cmd_report)
     _bench_commands(sub)
+    _deploy_commands(sub)
     analyze = sub.add_parser("analyze", help="simulation-only analyses of a finished run")
     analyses = analyze.add_subparsers(dest="analysis", required=True)
     cross = analyses.add_parser(
@@ -336,6 +441,40 @@ def _bench_commands(sub: argparse._SubParsersAction) -> None:
     flops.add_argument("--skip-default-scenario", action="store_true",
                        help="measure the per-step FLOPs only (no scenario run, no total ratio)")
     flops.set_defaults(func=cmd_bench_flops)
+
+
+def _deploy_commands(sub: argparse._SubParsersAction) -> None:
+    deploy = sub.add_parser(
+        "deploy", help="a real deployment as local processes (SuperLink, SuperExecs, one "
+        "SuperNode per device) on 127.0.0.1, with TLS and SuperNode authentication")
+    verbs = deploy.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, help: str, func) -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, help=help)
+        parser.add_argument("--dir", type=Path, default=Path("deploy"),
+                            help="the deployment folder (default: ./deploy)")
+        parser.set_defaults(func=func)
+        return parser
+
+    up = verb("up", "prepare the data per device, write credentials, start every process",
+              cmd_deploy_up)
+    up.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/")
+    up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a run-config key (repeatable); users = SuperNodes")
+    up.add_argument("--insecure", action="store_true",
+                    help="no TLS and no SuperNode authentication (debugging only)")
+    run = verb("run", "flwr run the app on the deployment and print its table", cmd_deploy_run)
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a run-config key for this run, e.g. schedule=glove bert")
+    run.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
+    verb("status", "which processes run (exit code 3 if any is down)", cmd_deploy_status)
+    logs = verb("logs", "the last lines of one process's log", cmd_deploy_logs)
+    logs.add_argument("service", help="e.g. superlink, superexec-server, supernode-1")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    restart = verb("restart", "stop and start one device's SuperNode and SuperExec",
+                   cmd_deploy_restart)
+    restart.add_argument("device", type=int, help="device number (1..users)")
+    verb("down", "stop exactly the processes `up` started", cmd_deploy_down)
 
 
 def _data_commands(sub: argparse._SubParsersAction) -> None:

@@ -91,7 +91,7 @@ def _parents() -> dict[int, int]:
     return table
 
 
-def _process_groups(pid: int) -> dict[int, int]:
+def process_groups(pid: int) -> dict[int, int]:
     """Process group of each descendant of ``pid`` (and of ``pid``): Flower's SuperExec and
     the simulation runtime start their own sessions, so one ``killpg`` is not enough."""
     parents = _parents()
@@ -113,7 +113,7 @@ def _process_groups(pid: int) -> dict[int, int]:
 
 def stop_tree(process: subprocess.Popen, grace: float = 15.0) -> None:
     """Stop ``process`` and all its descendants' process groups: SIGTERM, then SIGKILL."""
-    groups = set(_process_groups(process.pid).values()) | {process.pid}
+    groups = set(process_groups(process.pid).values()) | {process.pid}
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         for group in groups:
             try:
@@ -123,12 +123,12 @@ def stop_tree(process: subprocess.Popen, grace: float = 15.0) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             process.poll()
-            if not any(_group_alive(g) for g in groups):
+            if not any(group_alive(g) for g in groups):
                 return
             time.sleep(0.2)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
         return True

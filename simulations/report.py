@@ -422,6 +422,8 @@ def _fmt(value: float | None) -> str:
         return ""
     if not math.isfinite(value):
         return "nan"
+    if abs(value) < 1e-12:  # rounding noise of a mean of equal values, e.g. a CI of 1e-16
+        return "0"
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
         return f"{value:.2e}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
@@ -636,7 +638,7 @@ def _device_section(report: TaskReport, profile: Any) -> list[str]:
                           *(_fmt(rec.get(f"{c}-{s}")) for c in DEVICE_COLUMNS
                             for s in ("mean", "p90")),
                           f"{fitting}/{len(by_user)}" if by_user else ""])
-            if "device-seconds-p90" in rec:
+            if "device-seconds-p90" in rec and rec.get(f"{ADAPTATION_FLOPS}-mean"):
                 sentences.append(_budget_sentence(version, strategy, rec["device-seconds-p90"],
                                                   profile.name, fitting, len(by_user)))
     return [f"### Device budget on {profile.name}", "", f"{profile.description}. Seconds and "

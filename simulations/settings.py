@@ -13,7 +13,6 @@ from typing import Any, get_type_hints
 
 from tasks.base import HeadTrainingConfig, SyntheticSpec
 
-
 RELEASE_TRANSPORTS = ("reference", "inline")
 """How devices get a release: by reference to a shared, hash-verified release store (fast
 simulation on one disk) or inline in the message (deployment: devices share no disk)."""

@@ -297,6 +297,11 @@ class Task(ABC):
         """The private users of a prepared folder (order = partition-id in simulation)."""
         return list(read_partition(data_dir)["users"])
 
+    def user_folder(self, data_dir: Path, user_id: str) -> Path:
+        """The folder of one user's private files in a prepared folder (what a deployed
+        device receives, and nothing of any other user)."""
+        return Path(data_dir) / "users" / user_id
+
 
 def _read_prepared(data_dir: Path, name: str) -> dict[str, Any]:
     path = Path(data_dir) / name

@@ -421,9 +421,12 @@ class ClassificationTask(Task):
 
     # -- device -----------------------------------------------------------------------------
 
+    def user_folder(self, data_dir: Path, user_id: str) -> Path:
+        return Path(data_dir) / "users" / _safe(user_id)
+
     def load_user(self, data_dir: Path, user_id: str, finetune_fraction: float) -> UserData:
         classes = self._classes(data_dir)
-        path = Path(data_dir) / "users" / _safe(user_id)
+        path = self.user_folder(data_dir, user_id)
         if not (path / EXAMPLES_FILE).is_file():
             known = self.private_users(data_dir)
             raise KeyError(f"no private partition for user {user_id!r} in {data_dir} "
