@@ -230,6 +230,19 @@ def cmd_deploy_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_prepare(args: argparse.Namespace) -> int:
+    from simulations.deploy import split_for_devices, write_users_env
+
+    config = prepare(resolve_run_config(args.scenario, args.set, app_defaults()))
+    root = args.dir.resolve()
+    users = split_for_devices(Path(config["data-dir"]), str(config["task"]), root)
+    env = write_users_env(root, users)
+    print(f"{len(users)} device folders under {root} (node-<i>/data), the server's public data "
+          f"in {root / 'server' / 'data'};\nthe users of the devices for docker compose: {env} "
+          f"(docker compose --env-file {env} ...)")
+    return 0
+
+
 def _deployment(args: argparse.Namespace):
     from simulations.deploy import Deployment, DeploymentError
 
@@ -456,6 +469,10 @@ def _deploy_commands(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=func)
         return parser
 
+    prep = verb("prepare", "only the data owner's step: one data folder per device (and "
+                "users.env for docker compose); no process is started", cmd_deploy_prepare)
+    prep.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/")
+    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     up = verb("up", "prepare the data per device, write credentials, start every process",
               cmd_deploy_up)
     up.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/")

@@ -82,6 +82,16 @@ def split_for_devices(prepared: Path, task_name: str, root: Path) -> list[str]:
     return users
 
 
+def write_users_env(root: Path, users: list[str]) -> Path:
+    """``SWAPFL_USER_<i>=<user id>`` per device, the variables docker-compose.yml reads (the
+    data owner's file: it names private users, so it stays beside their data)."""
+    path = root / "users.env"
+    atomic_write(path, "".join(f"SWAPFL_USER_{i}={json.dumps(user)}\n"
+                               for i, user in enumerate(users, start=1)))
+    path.chmod(0o600)
+    return path
+
+
 # -- processes ----------------------------------------------------------------------------------
 
 
@@ -344,6 +354,7 @@ def deploy_up(root: Path, config: dict[str, Any], prepared: Path, insecure: bool
                                   "`swapfl deploy down` first (or use another --dir)")
     root.mkdir(parents=True, exist_ok=True)
     users = split_for_devices(prepared, str(config["task"]), root)
+    write_users_env(root, users)
     deployment = Deployment(root=root, users=len(users), superlink_port=free_port(),
                             insecure=insecure,
                             run_config=_run_config_for(config, root, len(users)))
