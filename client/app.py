@@ -115,8 +115,9 @@ def _device(message: Message, context: Context) -> tuple[Device, ReleasedModel, 
     releases, downlink = _install(message, order, _release_cache(context, settings, user))
     data = task.load_user(data_dir, user, settings.finetune_fraction)
     seed = int(order["seed"])  # the replicate: its own randomness and its own store
+    store = store_root(_state_dir(context, settings), user, str(order["run"]), seed)
     device = Device(
-        task, data, index, PrivateStore(store_root(_state_dir(context, settings), user, seed)),
+        task, data, index, PrivateStore(store),
         create_many(settings.strategies, settings.strategy_options),
         create_first_personalization(settings.personalize, settings.personalize_options),
         releases, seed=seed,

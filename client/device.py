@@ -28,10 +28,13 @@ CURRENT = "current-release"
 FIRST_PERSONALIZATION = "stage0"
 
 
-def store_root(state_dir: str | Path, user: str, seed: int) -> Path:
-    """Where one user's private store lives for one replicate seed: replicates never share
-    tracks, and every reader (the device, the cross-user analysis) finds them the same way."""
-    return Path(state_dir) / user / f"seed-{seed}"
+def store_root(state_dir: str | Path, user: str, run: str, seed: int) -> Path:
+    """Where one user's private store lives for one run and one replicate seed: runs and
+    replicates never share (or overwrite) tracks, and every reader (the device, the
+    cross-user analysis) finds them the same way."""
+    if not run or "/" in run or run in (".", ".."):
+        raise ValueError(f"run name {run!r} cannot name a store folder")
+    return Path(state_dir) / user / run / f"seed-{seed}"
 
 
 class Device:

@@ -157,7 +157,7 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
                 writer.fail(base, node, "missed", "offline (no heartbeat) when the version "
                             "was sent")
             order = ConfigRecord({"release-id": manifest.release_id, "version": entry.version,
-                                  "seed": seed})
+                                  "seed": seed, "run": writer.run_dir.name})
             holders = set() if inline is None else devices_holding(
                 grid, reachable, manifest.release_id, settings.node_wait_seconds)
             if inline is not None:

@@ -181,8 +181,9 @@ def _open_run(run_dir: Path, strategies: Sequence[str] | str | None, seed: int |
         raise ValueError(f"{data_dir}: the prepared data has no private users")
 
     devices = work_dir / "devices"
+    run = Path(run_dir).resolve().name  # the run's name: its devices' store namespace
     missing = [user_label(i) for i, user in enumerate(users)
-               if not store_root(devices, user, int(seed)).is_dir()]
+               if not store_root(devices, user, run, int(seed)).is_dir()]
     if missing:
         raise FileNotFoundError(
             f"no device store for {len(missing)} of {len(users)} users ({', '.join(missing)}) "
@@ -190,7 +191,7 @@ def _open_run(run_dir: Path, strategies: Sequence[str] | str | None, seed: int |
             f"elsewhere; point 'work-dir' in {Path(run_dir) / CONFIG_FILE} at the folder "
             "that holds devices/ and releases/"
         )
-    stores = [PrivateStore(store_root(devices, user, int(seed))) for user in users]
+    stores = [PrivateStore(store_root(devices, user, run, int(seed))) for user in users]
 
     held: dict[tuple[str, str], list[str]] = {}
     for index, store in enumerate(stores):

@@ -15,7 +15,7 @@ def _order(tiny_settings, world, releases, manifest, kind):
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, "task"
     order = ConfigRecord({
         "release-id": manifest.release_id, "releases": str(releases[0]),
-        "version": manifest.version, "seed": 0,
+        "version": manifest.version, "seed": 0, "run": "test-run",
     })
     return Message(RecordDict({"release": order}), dst_node_id=7, message_type=kind)
 

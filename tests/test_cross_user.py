@@ -24,6 +24,7 @@ from tasks.registry import get_task
 
 TRACKS = "global fala"
 SEED = 0
+RUN = "tiny-run"  # the run folder's name, which namespaces its devices' stores
 
 
 @dataclass
@@ -54,14 +55,14 @@ def tiny_run(tmp_path_factory, tiny_settings, world, releases, models) -> TinyRu
     for index, user in enumerate(users):
         device = Device(
             task, task.load_user(world, user, tiny_settings.finetune_fraction), index,
-            PrivateStore(store_root(work / "devices", user, SEED)),
+            PrivateStore(store_root(work / "devices", user, RUN, SEED)),
             create_many(TRACKS), create_first_personalization(tiny_settings.personalize,
                                                               tiny_settings.personalize_options),
             work / "releases", seed=SEED,
         )
         device.personalize(models[0])
         reported.append(device.swap(models[1]))
-    run_dir = _write_run(tmp_path_factory.mktemp("results") / "tiny-run", config)
+    run_dir = _write_run(tmp_path_factory.mktemp("results") / RUN, config)
     return TinyRun(run_dir, work, config, users, reported)
 
 
@@ -77,7 +78,7 @@ def _clone(tiny_run: TinyRun, tmp_path: Path, **config) -> tuple[Path, Path]:
     (work / "releases").symlink_to((tiny_run.work_dir / "releases").resolve(),
                                    target_is_directory=True)
     shutil.copytree(tiny_run.work_dir / "devices", work / "devices")
-    run_dir = _write_run(tmp_path / "run", {**tiny_run.config, "work-dir": str(work), **config})
+    run_dir = _write_run(tmp_path / RUN, {**tiny_run.config, "work-dir": str(work), **config})
     return run_dir, work / "devices"
 
 
@@ -118,7 +119,7 @@ def test_cell_is_model_of_row_user_on_test_data_of_column_user(matrices, tiny_ru
     task = get_task("news")
     strategy = create_many(TRACKS)["fala"]
     i, j = 0, 2
-    state = PrivateStore(store_root(tiny_run.work_dir / "devices", tiny_run.users[i], SEED)
+    state = PrivateStore(store_root(tiny_run.work_dir / "devices", tiny_run.users[i], RUN, SEED)
                          ).load("tracks/fala")
     data_j = task.load_user(world, tiny_run.users[j], tiny_settings.finetune_fraction)
     from strategies.base import TrackState
@@ -168,11 +169,11 @@ def test_track_missing_from_the_stores_is_an_error(tiny_run, tmp_path, monkeypat
 
 def test_removed_store_says_where_it_was_looked_for(tiny_run, tmp_path, monkeypatch):
     run_dir, devices = _clone(tiny_run, tmp_path)
-    shutil.rmtree(store_root(devices, tiny_run.users[1], SEED))
+    shutil.rmtree(store_root(devices, tiny_run.users[1], RUN, SEED))
     _no_slow_work(monkeypatch)
     with pytest.raises(FileNotFoundError, match=r"user-001.*removed or live\s+elsewhere"):
         cross_user_matrices(run_dir, progress=False)
-    assert not store_root(devices, tiny_run.users[1], SEED).exists()  # nothing was created
+    assert not store_root(devices, tiny_run.users[1], RUN, SEED).exists()  # nothing was created
 
 
 def test_seed_without_stores_and_unknown_seed(tiny_run, monkeypatch):
@@ -185,7 +186,7 @@ def test_seed_without_stores_and_unknown_seed(tiny_run, monkeypatch):
 
 def test_mixed_versions_are_an_error(tiny_run, tmp_path, models, monkeypatch):
     run_dir, devices = _clone(tiny_run, tmp_path)
-    store = PrivateStore(store_root(devices, tiny_run.users[2], SEED))
+    store = PrivateStore(store_root(devices, tiny_run.users[2], RUN, SEED))
     store.save(CURRENT, {}, {"release": models[0].manifest.release_id,
                              "version": models[0].version})
     _no_slow_work(monkeypatch)

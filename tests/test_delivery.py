@@ -44,7 +44,7 @@ def _orders(manifest, releases, kind, holders=frozenset()):
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, "server"
     inline = inline_records(release_bundle(releases, manifest.release_id))
     order = ConfigRecord({"release-id": manifest.release_id, "version": manifest.version,
-                          "seed": 0})
+                          "seed": 0, "run": "run-1"})
     (message,) = release_orders(manifest, order, [7], kind, inline, set(holders), releases)
     return message
 
@@ -78,7 +78,7 @@ def test_inline_release_installs_verifies_and_is_not_sent_twice(tiny_settings, w
     assert RELEASE_FILES not in again.content.array_records
     reply = _send(again, context)
     assert not reply.has_error() and reply.content["metrics"]["downlink-bytes"] == 0
-    assert (tmp_path / "state" / private_users(world)[1] / "seed-0").is_dir()
+    assert (tmp_path / "state" / private_users(world)[1] / "run-1" / "seed-0").is_dir()
 
 
 def test_a_tampered_release_is_refused_and_nothing_is_installed(tiny_settings, world, releases,

@@ -65,10 +65,11 @@ def test_flwr_run_end_to_end_twice(tmp_path):
     for row in (r for r in again if r["seed"] == 0):
         for metric in QUALITY:
             assert row[metric] == by_key[(row["version"], row["user"], row["strategy"])][metric]
-    users = sorted(p.name for p in (tmp_path / "work" / "devices").iterdir())
-    for user in users:
-        assert sorted(p.name for p in (tmp_path / "work" / "devices" / user).iterdir()) == [
-            "seed-0", "seed-1"]
+    # each run keeps its own stores: the first run's seed 0 was not overwritten by the second
+    first_run, second_run = rows[0]["run"], again[0]["run"]
+    for user in (tmp_path / "work" / "devices").iterdir():
+        assert sorted(p.name for p in (user / first_run).iterdir()) == ["seed-0"]
+        assert sorted(p.name for p in (user / second_run).iterdir()) == ["seed-0", "seed-1"]
     assert _flower_processes() <= before, "a Flower or Ray process outlived the run"
 
 
