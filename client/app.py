@@ -120,7 +120,7 @@ def _device(message: Message, context: Context) -> tuple[Device, ReleasedModel, 
         task, data, index, PrivateStore(store),
         create_many(settings.strategies, settings.strategy_options),
         create_first_personalization(settings.personalize, settings.personalize_options),
-        releases, seed=seed,
+        releases, seed=seed, faults=settings.faults(),
     )
     return device, open_release(releases, str(order["release-id"])), downlink
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from client.faults import FaultPlan
 from client.store import PrivateStore
 from strategies.base import CostReport, LocalStrategy, TrackState
 from strategies.first_personalization import FirstPersonalization
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CURRENT = "current-release"
 FIRST_PERSONALIZATION = "stage0"
+TRACK_RELEASE = "release"  # a track's meta: the release it was last fitted to
 
 
 def store_root(state_dir: str | Path, user: str, run: str, seed: int) -> Path:
@@ -43,11 +45,12 @@ class Device:
     def __init__(
         self, task: Task, data: UserData, user_index: int, store: PrivateStore,
         strategies: dict[str, LocalStrategy], first: FirstPersonalization, releases: Path,
-        seed: int = 0,
+        seed: int = 0, faults: FaultPlan | None = None,
     ) -> None:
         self.task, self.data, self.user_index, self.store = task, data, user_index, store
         self.strategies, self.first, self.releases = strategies, first, Path(releases)
         self.seed = seed
+        self.faults = faults or FaultPlan()
 
     def _rng(self, track: str, version: str) -> np.random.Generator:
         key = [self.seed, self.user_index, zlib.crc32(track.encode()), zlib.crc32(version.encode())]
@@ -85,6 +88,7 @@ class Device:
             rng = self._rng(name, model.version)
             state, cost = strategy.init_state(base, model, self.data, rng)
             state.meta["seed"] = int(rng.integers(2**31))
+            state.meta[TRACK_RELEASE] = model.manifest.release_id
             logits = strategy.predict(state, model, self.data, self.data.test, cost)
             metrics |= self._evaluate(name, logits, state, cost)
         self.store.save(CURRENT, {}, {"release": model.manifest.release_id,
@@ -92,24 +96,33 @@ class Device:
         return metrics
 
     def swap(self, new_model: ReleasedModel) -> dict[str, float]:
-        """A new version arrived: snapshot with the old model, then adapt every track alone."""
+        """A new version arrived: snapshot with the old model, then adapt every track alone.
+
+        Each track swaps from the release it was last fitted to (kept in its state), so a
+        device whose previous swap stopped part-way (some tracks fitted, the others not)
+        catches up consistently: no track is ever read with a model it was not fitted to."""
         if not self.store.exists(CURRENT):
             raise RuntimeError(
                 f"device {self.user_index}: swap before any personalization; the device store "
                 "has no current release (was train.personalize sent first?)"
             )
         _, current = self.store.load(CURRENT)
-        old_model = open_release(self.releases, current["release"])
         for name, strategy in self.strategies.items():
-            self._save(name, strategy.before_swap(self._load(name), old_model, self.data))
+            state = self._load(name)
+            old_model = open_release(self.releases,
+                                     state.meta.get(TRACK_RELEASE, current["release"]))
+            self._save(name, strategy.before_swap(state, old_model, self.data))
         metrics: dict[str, float] = {}
-        for name, strategy in self.strategies.items():
+        for position, (name, strategy) in enumerate(self.strategies.items()):
             rng = self._rng(name, new_model.version)
             state, cost = strategy.fit(self._load(name), new_model, self.data, rng)
             state.meta.setdefault("seed", int(rng.integers(2**31)))
+            state.meta[TRACK_RELEASE] = new_model.manifest.release_id
             logits = strategy.predict(state, new_model, self.data, self.data.test, cost)
             metrics |= self._evaluate(name, logits, state, cost)
             self._progress(name, new_model.version, metrics, cost)
+            if position == 0 and self.faults.strikes(self.user_index, new_model.version):
+                self.faults.trigger(self.store)
         self.store.save(CURRENT, {}, {"release": new_model.manifest.release_id,
                                       "version": new_model.version})
         return metrics

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,9 @@ class PrivateStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.before_commit: Callable[[str], None] | None = None
+        """Called with the key between writing a state's arrays and switching its pointer to
+        them: where a crash leaves the old state loadable (fault injection uses it)."""
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -109,6 +112,8 @@ class PrivateStore:
         stem = pointer.name[:-5]
         arrays_file = pointer.parent / f"{stem}.{digest[:16]}.safetensors"
         atomic_write(arrays_file, blob)
+        if self.before_commit is not None:
+            self.before_commit(key)
         data = json.dumps({"format": FORMAT, "meta": meta_plain, "arrays_file": arrays_file.name,
                            "sha256": digest}, sort_keys=True).encode()
         atomic_write(pointer, data)

@@ -155,7 +155,7 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
             reachable = online_nodes(grid, nodes, settings.node_wait_seconds)
             for node in sorted(set(nodes) - set(reachable)):
                 writer.fail(base, node, "missed", "offline (no heartbeat) when the version "
-                            "was sent")
+                            "was sent", strategies)
             order = ConfigRecord({"release-id": manifest.release_id, "version": entry.version,
                                   "seed": seed, "run": writer.run_dir.name})
             holders = set() if inline is None else devices_holding(
@@ -172,13 +172,14 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
             answered = {reply.metadata.src_node_id for reply in replies}
             for node in sorted(set(reachable) - answered):
                 writer.fail(base, node, "missed",
-                            f"no reply within {settings.reply_timeout_seconds:.0f}s")
+                            f"no reply within {settings.reply_timeout_seconds:.0f}s", strategies)
             done = 0
             for reply in replies:
                 try:
                     writer.append(rows_from_reply(reply, base, strategies, spec))
                     done += 1
                 except DeviceError as err:
-                    writer.fail(base, reply.metadata.src_node_id, "failed", str(err))
+                    writer.fail(base, reply.metadata.src_node_id, "failed", str(err),
+                                strategies)
             log(INFO, "%s %d/%d devices re-personalized in %.1fs", label, done, len(nodes),
                 time.perf_counter() - started)

@@ -82,12 +82,16 @@ class ResultsWriter:
                 handle.write(json.dumps(row, sort_keys=True) + "\n")
                 self.count += 1
 
-    def fail(self, base: dict[str, Any], node: int, status: str, reason: str) -> None:
+    def fail(self, base: dict[str, Any], node: int, status: str, reason: str,
+             strategies: Iterable[str]) -> None:
         """Record that a device (by its Flower node id, never its user) missed or failed a
-        version; ``reason`` is the device's error type or the server's observation."""
-        record = {**base, "node": int(node), "status": status, "reason": reason}
+        version: one failure row per strategy whose row is missing; ``reason`` is the device's
+        error type or the server's observation, never a device's text."""
         with (self.run_dir / FAILURES_FILE).open("a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            for strategy in strategies:
+                record = {**base, "node": int(node), "strategy": strategy, "status": status,
+                          "reason": reason}
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
         self.failures += 1
         log.warning("[%s] node %d %s: %s", base.get("version"), node, status, reason)
 

@@ -4,6 +4,14 @@
 ourselves (same command Flower uses, on free loopback ports, in its own process group), let
 ``flwr run`` find it, and stop the whole group — SuperLink, simulation runtime, Ray — at the
 end, by PID.
+
+With ``ray_address`` the simulation runtime joins an existing Ray cluster instead of starting
+its own (docs/ray-cluster.md). Flower 1.41 has no federation-config key for a Ray address: its
+Ray backend calls ``ray.init()`` without ``address`` and passes only ``num-cpus``,
+``num-gpus``, ``logging-level`` and ``log-to-driver`` from ``init-args``
+(``flwr/simulation/app.py``, ``flwr/server/superlink/fleet/vce/backend/raybackend.py``), so
+``ray.init()`` resolves the cluster itself: ``RAY_ADDRESS`` first, which we set for the
+SuperLink and everything it starts. The cluster is the user's: we never stop it.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+DEVICE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # numpy's OpenBLAS spun forever on a small matvec inside the simulation runtime with
+    # its default thread pool; torch sets its own thread count explicitly.
+    "OPENBLAS_NUM_THREADS": "1",
+}
+"""Environment of every process that runs ClientApps. Ray workers inherit the environment of
+the ``ray start`` that started their node, so on an existing cluster each node must be
+started with these (``ray_node_env``)."""
+
+
 def flower_env(flwr_home: Path, http_port: int, control_port: int) -> dict[str, str]:
     """Environment Flower needs on these machines (offline, no runtime installs)."""
     env = dict(os.environ)
@@ -43,18 +66,55 @@ def flower_env(flwr_home: Path, http_port: int, control_port: int) -> dict[str, 
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        RAY_USAGE_STATS_ENABLED="0",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        # numpy's OpenBLAS spun forever on a small matvec inside the simulation runtime with
-        # its default thread pool; torch sets its own thread count explicitly.
-        OPENBLAS_NUM_THREADS="1",
+        **DEVICE_ENV,
         FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
         FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
         PATH=bin_dir + os.pathsep + env.get("PATH", ""),
     )
     return env
+
+
+def ray_node_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``ray start`` on a node of an existing cluster: ``DEVICE_ENV`` and the
+    virtual environment's ``bin/`` first on ``PATH``. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    is removed: it makes ``ray start --address`` refuse to start a worker node."""
+    env = dict(os.environ if base is None else base)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    env.update(DEVICE_ENV)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def add_ray_argument(parser: ArgumentParser) -> None:
+    """``--ray-address`` for a command that runs a simulation."""
+    parser.add_argument(
+        "--ray-address", default=None, metavar="ADDRESS",
+        help="run the virtual devices on an existing Ray cluster: HEAD_IP:PORT, or 'auto' "
+        "for the cluster `ray start` last started on this machine ('local': a private "
+        "instance even then); this machine must be one of its nodes, and every node needs "
+        "this install and the work-dir at the same path (docs/ray-cluster.md). Default: "
+        "Ray's own choice, a private local instance unless RAY_ADDRESS is set or `ray start` "
+        "ran on this machine")
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with a clear message, when nothing listens at ``HOST:PORT`` (Ray's
+    own connection attempts retry for about a minute). ``auto`` (the cluster ``ray start``
+    last started on this machine), ``local`` (a private instance even if such a cluster
+    runs) and ``ray://`` addresses are left to Ray."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected HOST:PORT, 'auto', 'local' or "
+                         "ray://...")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({err}); start its head with `ray start "
+            f"--head --port {port}` (docs/ray-cluster.md)") from err
 
 
 def _toml_value(value: Any) -> str:
@@ -140,13 +200,24 @@ def group_alive(pgid: int) -> bool:
 
 def run_simulation(run_config: dict[str, Any], num_supernodes: int, cpus_per_node: float = 1.0,
                    app_dir: Path = APP_DIR, flwr_home: Path | None = None,
-                   timeout: float | None = None) -> int:
-    """``flwr run`` the app with ``run_config`` overrides; returns flwr's exit code."""
+                   timeout: float | None = None, ray_address: str | None = None) -> int:
+    """``flwr run`` the app with ``run_config`` overrides; returns flwr's exit code.
+
+    ``ray_address``: join that existing Ray cluster (``HOST:PORT`` of its head, or ``auto``)
+    instead of starting a private Ray instance (``local`` forces one); run this on one of the
+    cluster's nodes. The cluster is left running."""
+    if ray_address:
+        check_ray_address(ray_address)
     with tempfile.TemporaryDirectory(prefix="swapfl-flwr-") as tmp:
         home = Path(flwr_home) if flwr_home else Path(tmp) / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
         http_port, control_port = free_port(), free_port()
         env = flower_env(home, http_port, control_port)
+        if ray_address:
+            # Read by ray.init() in Flower's Ray backend (the simulation process inherits the
+            # SuperLink's environment); Flower's federation config cannot carry an address.
+            env["RAY_ADDRESS"] = ray_address
+            log.info("Ray address %s (RAY_ADDRESS of the simulation runtime)", ray_address)
         logs = home / "superlink.log"
         superlink = subprocess.Popen(
             ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",

@@ -982,9 +982,8 @@ def _render(runs: Sequence[Run], out_dir: Path, baseline: str, profile: Any,
 
 def failures_section(runs: Sequence[Run]) -> list[str]:
     """Devices that missed or failed a version (``failures.jsonl``: the run went on without
-    their rows), counted per run, version and status; every strategy of such a device lacks
-    that version's row."""
-    counts: dict[tuple[str, str, int, str], int] = defaultdict(int)
+    their rows), counted per run, version, strategy and status."""
+    counts: dict[tuple[str, str, int, str, str], set[int]] = defaultdict(set)
     for run in runs:
         path = run.path / "failures.jsonl"
         if not path.is_file():
@@ -993,16 +992,16 @@ def failures_section(runs: Sequence[Run]) -> list[str]:
             if line.strip():
                 record = json.loads(line)
                 counts[(run.path.name, record["version"], int(record.get("seed", 0)),
-                        record["status"])] += 1
+                        record.get("strategy", "all"), record["status"])].add(record["node"])
     if not counts:
         return []
-    lines = [[run, version, str(seed), status, str(n)]
-             for (run, version, seed, status), n in sorted(counts.items())]
+    lines = [[run, version, str(seed), strategy, status, str(len(nodes))]
+             for (run, version, seed, strategy, status), nodes in sorted(counts.items())]
     return ["## Device failures", "", "Devices that were offline, did not reply in time "
             "(missed) or replied with an error (failed); the run went on, and each such device "
             "swapped from its last completed version at the next one. Details (Flower node id, "
             "error type) in each run's failures.jsonl.", "",
-            *_table(["run", "version", "seed", "status", "devices"], lines)]
+            *_table(["run", "version", "seed", "strategy", "status", "devices"], lines)]
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -87,6 +87,8 @@ class Settings:
     node_wait_seconds: float
     reply_timeout_seconds: float
     release_transport: str  # "reference" (shared release store) | "inline" (in the messages)
+    fault_rate: float  # fraction of devices that fail on purpose at each swap (seeded)
+    fault_mode: str  # "raise" (mid-fit) | "crash-store" (between a store write and its switch)
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -129,6 +131,7 @@ class Settings:
             raise ValueError(f"release-transport must be one of {RELEASE_TRANSPORTS}, got "
                              f"{self.release_transport!r}")
         self.replicate_seeds()
+        self.faults()
         self.head_training()
         self.synthetic()
 
@@ -158,6 +161,12 @@ class Settings:
 
         return {item.name.replace("_", "-"): plain(getattr(self, item.name))
                 for item in fields(self)}
+
+    def faults(self) -> Any:
+        """The fault-injection plan of the devices (none at the default rate 0)."""
+        from client.faults import FaultPlan
+
+        return FaultPlan(rate=self.fault_rate, mode=self.fault_mode, seed=self.seed)
 
     def head_training(self) -> HeadTrainingConfig:
         return HeadTrainingConfig(dim=self.head_dim, epochs=self.global_epochs,

@@ -4,11 +4,13 @@ reuses the release cache and reproduces the metrics, and no Flower process is le
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
+from client.faults import FaultPlan
 from simulations.report import read_rows
 from strategies.registry import names
 from tests.conftest import tiny_run_config
@@ -24,6 +26,13 @@ def _flower_processes() -> set[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return {line.strip() for line in out.splitlines()
             if "flower-superlink" in line or "flwr-simulation" in line or "raylet" in line}
+
+
+def _deterministic(row: dict) -> dict:
+    """A row without what differs between identical runs: its run name and wall-clock
+    measurements (seconds, the resident-memory peak)."""
+    return {k: v for k, v in row.items()
+            if k != "run" and "seconds" not in k and k != "peak-memory-bytes"}
 
 
 def _run(tmp_path, out_name, **overrides):
@@ -70,6 +79,26 @@ def test_flwr_run_end_to_end_twice(tmp_path):
     for user in (tmp_path / "work" / "devices").iterdir():
         assert sorted(p.name for p in (user / first_run).iterdir()) == ["seed-0"]
         assert sorted(p.name for p in (user / second_run).iterdir()) == ["seed-0", "seed-1"]
+
+    # Again with seeded faults: the struck device fails its swap, the run goes on, the other
+    # device's rows are bitwise those of the fault-free run, and the struck one catches up.
+    plan = FaultPlan(rate=0.3, seed=0)
+    struck = {(f"user-{u:03d}", v) for u in (0, 1) for v in versions[1:] if plan.strikes(u, v)}
+    assert struck == {("user-000", "bert@2")}  # what this test is about; a changed draw fails
+    faulty, _ = _run(tmp_path, "faulty", **{"fault-rate": 0.3})
+    (faulty_dir,) = (tmp_path / "faulty").iterdir()
+    failures = [json.loads(line) for line in (faulty_dir / "failures.jsonl").read_text()
+                .splitlines()]
+    assert {(f["version"], f["strategy"], f["status"]) for f in failures} == {
+        ("bert@2", s, "failed") for s in STRATEGIES}
+    assert all("InjectedFault" in f["reason"] for f in failures)
+    assert json.loads((faulty_dir / "status.json").read_text())["complete"] is True
+    faulty_keys = {(r["version"], r["user"], r["strategy"]) for r in faulty}
+    assert faulty_keys == keys - {(v, u, s) for u, v in struck for s in STRATEGIES}
+    for row in faulty:
+        if row["user"] == "user-001" or row["version"] == "glove@1":
+            reference = by_key[(row["version"], row["user"], row["strategy"])]
+            assert _deterministic(row) == _deterministic(reference)
     assert _flower_processes() <= before, "a Flower or Ray process outlived the run"
 
 

@@ -262,17 +262,18 @@ def test_an_unknown_device_profile_fails_before_reading_rows(tmp_path):
 
 def test_device_failures_are_counted_per_version_and_status(tmp_path):
     run = write_run(tmp_path / "run", make_rows("aggression", seeds=(0,)))
-    records = [{"version": "bert@2", "seed": 0, "node": 11, "status": "missed",
-                "reason": "offline"},
-               {"version": "bert@2", "seed": 0, "node": 12, "status": "failed",
-                "reason": "RuntimeError on the device"},
-               {"version": "roberta@3", "seed": 0, "node": 11, "status": "missed",
-                "reason": "offline"}]
+    records = [{"version": "bert@2", "seed": 0, "node": node, "strategy": strategy,
+                "status": status, "reason": "offline"}
+               for node, status in ((11, "missed"), (12, "failed"))
+               for strategy in ("global", "fala")]
+    records.append({"version": "roberta@3", "seed": 0, "node": 11, "strategy": "fala",
+                    "status": "missed", "reason": "offline"})
     (run / "failures.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     text = write_full_report([run], progress=False).read_text()
     section = text[text.index("## Device failures"):]
-    assert "| run | bert@2 | 0 | failed | 1 |" in section
-    assert "| run | bert@2 | 0 | missed | 1 |" in section
-    assert "| run | roberta@3 | 0 | missed | 1 |" in section
+    assert "| run | bert@2 | 0 | global | failed | 1 |" in section
+    assert "| run | bert@2 | 0 | fala | missed | 1 |" in section
+    assert "| run | roberta@3 | 0 | fala | missed | 1 |" in section
+    assert "roberta@3 | 0 | global" not in section
     clean = write_run(tmp_path / "clean", make_rows("aggression", seeds=(0,)))
     assert "Device failures" not in write_full_report([clean], progress=False).read_text()
