@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 CURRENT = "current-release"
 FIRST_PERSONALIZATION = "stage0"
 TRACK_RELEASE = "release"  # a track's meta: the release it was last fitted to
+LAST_REPLY = "last-reply"  # the metrics of the last version completed, by release
 
 
 def store_root(state_dir: str | Path, user: str, run: str, seed: int) -> Path:
@@ -79,8 +80,28 @@ class Device:
         log.info("device %d %s on %s: %s %.4f, fit %.2fs", self.user_index, name, version,
                  primary, metrics[f"{name}/{primary}"], cost.fit_seconds)
 
+    def completed(self, model: ReleasedModel) -> dict[str, float] | None:
+        """The metrics this device already sent for ``model``'s version, if it completed it
+        (a resumed run asks again for the version it was stopped in): the same reply again,
+        without redoing the work or moving its tracks."""
+        if not (self.store.exists(CURRENT) and self.store.exists(LAST_REPLY)):
+            return None
+        _, last = self.store.load(LAST_REPLY)
+        if last.get("release") != model.manifest.release_id:
+            return None
+        return {key: float(value) for key, value in last["metrics"].items()}
+
+    def _complete(self, model: ReleasedModel, metrics: dict[str, float]) -> dict[str, float]:
+        self.store.save(LAST_REPLY, {}, {"release": model.manifest.release_id,
+                                         "metrics": metrics})
+        self.store.save(CURRENT, {}, {"release": model.manifest.release_id,
+                                      "version": model.version})
+        return metrics
+
     def personalize(self, model: ReleasedModel) -> dict[str, float]:
         """First version: personalize once, fork every track from it, evaluate."""
+        if (done := self.completed(model)) is not None:
+            return done
         base, base_cost = self.first.personalize(model, self.data)
         logits = model.design(self.data, self.data.test).logits(base.theta)
         metrics = self._evaluate(FIRST_PERSONALIZATION, logits, base, base_cost)
@@ -91,9 +112,7 @@ class Device:
             state.meta[TRACK_RELEASE] = model.manifest.release_id
             logits = strategy.predict(state, model, self.data, self.data.test, cost)
             metrics |= self._evaluate(name, logits, state, cost)
-        self.store.save(CURRENT, {}, {"release": model.manifest.release_id,
-                                      "version": model.version})
-        return metrics
+        return self._complete(model, metrics)
 
     def swap(self, new_model: ReleasedModel) -> dict[str, float]:
         """A new version arrived: snapshot with the old model, then adapt every track alone.
@@ -106,6 +125,8 @@ class Device:
                 f"device {self.user_index}: swap before any personalization; the device store "
                 "has no current release (was train.personalize sent first?)"
             )
+        if (done := self.completed(new_model)) is not None:
+            return done
         _, current = self.store.load(CURRENT)
         for name, strategy in self.strategies.items():
             state = self._load(name)
@@ -123,6 +144,4 @@ class Device:
             self._progress(name, new_model.version, metrics, cost)
             if position == 0 and self.faults.strikes(self.user_index, new_model.version):
                 self.faults.trigger(self.store)
-        self.store.save(CURRENT, {}, {"release": new_model.manifest.release_id,
-                                      "version": new_model.version})
-        return metrics
+        return self._complete(new_model, metrics)

@@ -85,7 +85,13 @@ def main(grid: Grid, context: Context) -> None:
             f"data-dir {settings.data_dir!r} holds no prepared data; the data owner prepares "
             "it before the run: `swapfl prepare` (then pass data-dir) or `swapfl run`")
     releases = settings.work_dir / "releases"
-    writer = ResultsWriter(settings.out_dir / run_name(settings), settings.to_record())
+    if settings.resume_run:
+        writer = ResultsWriter.resume(settings.out_dir / settings.resume_run, settings.users,
+                                      strategies)
+        log(INFO, "resuming %s: %d rows kept, done: %s", writer.run_dir.name, writer.count,
+            ", ".join(f"{v} seed {s}" for v, s in sorted(writer.completed)) or "nothing")
+    else:
+        writer = ResultsWriter(settings.out_dir / run_name(settings), settings.to_record())
     log(INFO, "results: %s", writer.path)
     nodes = wait_for_nodes(grid, settings.users, settings.node_wait_seconds)
     try:
@@ -139,6 +145,9 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
     spec = get_task(settings.task).metric_spec
     seeds = settings.replicate_seeds()
     for entry in settings.schedule:
+        if all((entry.version, seed) in writer.completed for seed in seeds):
+            log(INFO, "[%s] complete in the resumed run: skipped", entry.version)
+            continue
         manifest = build_or_load_release(entry, settings, data_dir, releases)
         kind = "train.personalize" if entry.index == 1 else "train.swap"
         inline = None
@@ -148,6 +157,8 @@ def run_release_loop(grid: Grid, nodes: list[int], settings: Settings, data_dir:
             log(INFO, "[%s] release sent inline: %d files, %.1f MB, sha256 per file",
                 entry.version, len(bundle.files), bundle.bytes / 1e6)
         for seed in seeds:
+            if (entry.version, seed) in writer.completed:
+                continue
             label = f"[{entry.version}]" + (f" seed {seed}" if len(seeds) > 1 else "")
             base = {"run": writer.run_dir.name, "task": settings.task, "seed": seed,
                     "version": entry.version, "version-index": entry.index,

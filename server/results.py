@@ -13,6 +13,7 @@ from typing import Any
 from flwr.app import Message
 
 from tasks.base import MetricSpec
+from tasks.files import atomic_write
 
 log = logging.getLogger("flwr")
 
@@ -62,6 +63,19 @@ def rows_from_reply(reply: Message, base: dict[str, Any], strategies: Iterable[s
     return rows
 
 
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a file; a last line cut by a killed run is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 class ResultsWriter:
     """Appends rows to ``<out-dir>/<run>/rows.jsonl`` (one JSON object per line), device
     failures to ``failures.jsonl``, and the run's outcome to ``status.json`` at its end."""
@@ -75,6 +89,38 @@ class ResultsWriter:
         self.path.write_text("")
         self.count = 0
         self.failures = 0
+        self.completed: set[tuple[str, int]] = set()
+
+    @classmethod
+    def resume(cls, run_dir: Path, users: int, strategies: list[str]) -> ResultsWriter:
+        """Reopen a run that stopped: keep the rows and failures of every (version, seed)
+        that all ``users`` devices completed (rows of every strategy, or a recorded
+        failure), drop the rest (they are run again), and list the completed pairs."""
+        writer = cls.__new__(cls)
+        writer.run_dir, writer.path = Path(run_dir), Path(run_dir) / "rows.jsonl"
+        if not writer.path.is_file():
+            raise FileNotFoundError(f"{writer.path} not found: nothing to resume")
+        rows, failures = _records(writer.path), _records(writer.run_dir / FAILURES_FILE)
+        done: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for row in rows:
+            done[(row["version"], int(row["seed"]))][row["user"]] += 1
+        failed: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for record in failures:
+            failed[(record["version"], int(record["seed"]))].add(int(record["node"]))
+        writer.completed = {
+            pair for pair in set(done) | set(failed)
+            if sum(n >= len(strategies) for n in done[pair].values()) + len(failed[pair])
+            >= users}
+        keep = [r for r in rows if (r["version"], int(r["seed"])) in writer.completed]
+        kept_failures = [f for f in failures
+                         if (f["version"], int(f["seed"])) in writer.completed]
+        atomic_write(writer.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        atomic_write(writer.run_dir / FAILURES_FILE,
+                     "".join(json.dumps(f, sort_keys=True) + "\n" for f in kept_failures))
+        (writer.run_dir / STATUS_FILE).unlink(missing_ok=True)
+        writer.count = len(keep)
+        writer.failures = len({(f["version"], f["seed"], f["node"]) for f in kept_failures})
+        return writer
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         with self.path.open("a") as handle:
@@ -96,6 +142,8 @@ class ResultsWriter:
         log.warning("[%s] node %d %s: %s", base.get("version"), node, status, reason)
 
     def finish(self, complete: bool, error: str | None = None) -> None:
+        """Write status.json: whether the run reached its end (Flower's exit code does not
+        say), with its row and failure counts."""
         status = {"complete": complete, "rows": self.count, "failures": self.failures}
         if error:
             status["error"] = error

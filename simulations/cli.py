@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from simulations.launcher import APP_DIR, run_simulation
+from simulations.launcher import APP_DIR, add_ray_argument, check_ray_address, run_simulation
 
 PATH_KEYS = ("work-dir", "out-dir")  # "data-source" too, unless it is "synthetic"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -81,15 +81,49 @@ def prepare(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "data-dir": str(data_dir)}
 
 
+def resume_config(run_dir: Path) -> dict[str, Any]:
+    """The recorded configuration of a stopped run, set to continue it in place."""
+    import json
+
+    config_file = run_dir / "config.json"
+    if not config_file.is_file() or not (run_dir / "rows.jsonl").is_file():
+        raise SystemExit(f"--resume {run_dir}: not a run folder (config.json and rows.jsonl "
+                         "expected, e.g. results/<run>)")
+    recorded = json.loads(config_file.read_text())
+    missing = sorted(set(app_defaults()) - set(recorded) - {"resume-run"})
+    if missing:
+        raise SystemExit(f"--resume {run_dir}: recorded by an older swapfl (no {missing}); "
+                         "start a new run")
+    return {**recorded, "resume-run": run_dir.name, "out-dir": str(run_dir.parent)}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.ray_address:
+        try:
+            check_ray_address(args.ray_address)
+        except (ConnectionError, ValueError) as err:
+            raise SystemExit(f"--ray-address: {err}") from err
     started_at = time.time()
     started = time.perf_counter()
+    if args.resume is not None:
+        if args.scenario or args.set:
+            raise SystemExit("--resume continues a run with its recorded configuration; "
+                             "--scenario and --set cannot change it")
+        run_dir = args.resume.resolve()
+        status = run_dir / "status.json"
+        if status.is_file() and '"complete": true' in status.read_text():
+            print(f"{run_dir} is complete; nothing to resume", file=sys.stderr)
+            return show_results(run_dir, started)
+        config = prepare(resume_config(run_dir))
+        code = run_simulation(config, int(config["users"]), cpus_per_node=args.cpus_per_device,
+                              timeout=args.timeout, ray_address=args.ray_address)
+        return show_results(run_dir, started) if code == 0 else code
     config = prepare(resolve_run_config(args.scenario, args.set, app_defaults()))
     nodes = int(config["users"])
     logging.info("running %d virtual devices on task %s; results under %s", nodes,
                  config["task"], config["out-dir"])
     code = run_simulation(config, nodes, cpus_per_node=args.cpus_per_device,
-                          timeout=args.timeout)
+                          timeout=args.timeout, ray_address=args.ray_address)
     logging.info("simulation finished in %.1fs with exit code %d",
                  time.perf_counter() - started, code)
     runs = sorted((p for p in Path(config["out-dir"]).glob("*/rows.jsonl")
@@ -379,9 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a run-config key (repeatable), e.g. --set users=4")
-    run.add_argument("--cpus-per-device", type=float, default=1.0,
-                     help="CPUs reserved per virtual device (Ray actor)")
+    run.add_argument("--cpus-per-device", type=int, default=1,
+                     help="whole CPUs reserved per virtual device (Ray actor; Flower 1.41 "
+                     "takes an integer)")
     run.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
+    run.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                     help="continue a stopped run from the first version not every device "
+                     "completed, with its recorded configuration (no retraining of cached "
+                     "releases, no duplicated rows)")
+    add_ray_argument(run)
     run.set_defaults(func=cmd_run)
     report = sub.add_parser(
         "report", help="statistics, paired comparisons, paper-table analogues and plots "

@@ -99,7 +99,7 @@ def add_ray_argument(parser: ArgumentParser) -> None:
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
     """Fail in seconds, with a clear message, when nothing listens at ``HOST:PORT`` (Ray's
-    own connection attempts retry for about a minute). ``auto`` (the cluster ``ray start``
+    own connection attempts keep retrying first). ``auto`` (the cluster ``ray start``
     last started on this machine), ``local`` (a private instance even if such a cluster
     runs) and ``ray://`` addresses are left to Ray."""
     if address in ("auto", "local") or "://" in address:

@@ -89,6 +89,7 @@ class Settings:
     release_transport: str  # "reference" (shared release store) | "inline" (in the messages)
     fault_rate: float  # fraction of devices that fail on purpose at each swap (seeded)
     fault_mode: str  # "raise" (mid-fit) | "crash-store" (between a store write and its switch)
+    resume_run: str  # set by `swapfl run --resume`: the run folder to continue
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> Settings:

@@ -5,8 +5,11 @@ reuses the release cache and reproduces the metrics, and no Flower process is le
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +102,54 @@ def test_flwr_run_end_to_end_twice(tmp_path):
         if row["user"] == "user-001" or row["version"] == "glove@1":
             reference = by_key[(row["version"], row["user"], row["strategy"])]
             assert _deterministic(row) == _deterministic(reference)
+
+    # Killed after the MiniLM swap, then resumed: it ends with exactly the rows of the
+    # uninterrupted run (no duplicates), without retraining a release.
+    killed_dir = _kill_after(tmp_path, "killed", lambda rows: sum(
+        r["version"] == "bert@2" for r in rows) == 2 * len(STRATEGIES))
+    resumed = subprocess.run([sys.executable, "-m", "simulations.cli", "run", "--resume",
+                              str(killed_dir), "--timeout", "900"],
+                             capture_output=True, text=True, timeout=1000)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-6000:]
+    assert "release cache miss" not in log and "[glove@1] complete in the resumed run" in log
+    final = read_rows(killed_dir)
+    assert sorted((r["version"], r["user"], r["strategy"]) for r in final) == sorted(keys)
+    for row in final:
+        reference = by_key[(row["version"], row["user"], row["strategy"])]
+        assert _deterministic(row) == _deterministic(reference)
+    assert json.loads((killed_dir / "status.json").read_text())["complete"] is True
     assert _flower_processes() <= before, "a Flower or Ray process outlived the run"
+
+
+def _kill_after(tmp_path, out_name, condition) -> Path:
+    """Start a run, interrupt it (Ctrl-C) once its rows satisfy ``condition``; its folder."""
+    config = tiny_run_config(tmp_path / "work", tmp_path / out_name, users=2,
+                             schedule="glove bert roberta", strategies=" ".join(STRATEGIES))
+    command = [sys.executable, "-m", "simulations.cli", "run", "--timeout", "900"]
+    for key, value in config.items():
+        command += ["--set", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+    with open(tmp_path / f"{out_name}.log", "w") as log:
+        run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and run.poll() is None:
+                found = list((tmp_path / out_name).glob("*/rows.jsonl"))
+                try:
+                    if found and condition(read_rows(found[0])):
+                        break
+                except ValueError:  # a line being written
+                    pass
+                time.sleep(0.2)
+            run.send_signal(signal.SIGINT)  # the launcher stops everything it started
+            run.wait(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    (run_dir,) = (tmp_path / out_name).iterdir()
+    assert not (run_dir / "status.json").is_file() or '"complete": true' not in (
+        run_dir / "status.json").read_text(), "the run finished before it could be killed"
+    return run_dir
 
 
 def test_flwr_run_on_a_classification_task_with_every_strategy(tmp_path, tiny_bert_dir):

@@ -1,9 +1,9 @@
 """A run on an existing Ray cluster, on loopback: a Ray head and one worker node started as
 separate local processes (``ray start --block``, one CPU each, their own temp dirs), a tiny
 ``run_simulation(..., ray_address=...)`` on them, and checks read from the cluster's own
-tables (GCS): both nodes alive, one ClientApp actor on each node, the simulation runtime
-registered as a job; afterwards the actors are gone, the cluster is still up, and once the
-test stops the processes it started (by PID) none of them survives."""
+tables (GCS): both nodes alive, one ClientApp actor on each node and ClientApp messages run on
+both, the simulation runtime registered as a job; afterwards the actors are gone, the cluster
+is still up, and once the test stops the processes it started (by PID) none survives."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def _ray_cli() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("ray")
 
 
-# The cluster's own record, read straight from its GCS (no driver, no dashboard needed).
+# The cluster's own record, read straight from its GCS (no driver, no dashboard needed): its
+# nodes, actors, jobs (drivers) and task events (which node ran which actor method).
 CLUSTER_QUERY = r"""
 import json, sys
 from ray._private import services, state
@@ -51,7 +52,14 @@ actors = [{"cls": a["ActorClassName"], "node": a["Address"]["NodeID"], "state": 
            "pid": a["Pid"]} for a in gs.actor_table(None).values()]
 jobs = [{"entrypoint": j["Entrypoint"], "pid": j["DriverPid"], "dead": bool(j["IsDead"])}
         for j in gs.job_table()]
-print(json.dumps({"nodes": nodes, "actors": actors, "jobs": jobs}))
+from ray.core.generated import gcs_pb2
+tasks = []
+for raw in gs._connect_and_get_accessor().get_task_events():
+    event = gcs_pb2.TaskEvents.FromString(raw)
+    tasks.append({"name": event.task_info.func_or_class_name,
+                  "node": event.state_updates.node_id.hex(),
+                  "pid": event.state_updates.worker_pid})
+print(json.dumps({"nodes": nodes, "actors": actors, "jobs": jobs, "tasks": tasks}))
 """
 
 
@@ -80,8 +88,7 @@ def _ray_start(ray: str, temp_dir: Path, extra: list[str], env: dict[str, str]
     """``ray start --block``: the node's processes stay its descendants until it is stopped."""
     temp_dir.mkdir(parents=True)
     command = [ray, "start", "--block", "--num-cpus", "1", "--disable-usage-stats",
-               "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir),
-               "--object-store-memory", str(256 * 2**20),
+               "--temp-dir", str(temp_dir), "--object-store-memory", str(256 * 2**20),
                "--dashboard-agent-listen-port", str(free_port()), *extra]
     with (temp_dir.parent / f"{temp_dir.name}.log").open("w") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -123,16 +130,22 @@ def test_run_on_an_existing_ray_cluster(tmp_path):
     env = ray_node_env()
     nodes: list[subprocess.Popen] = []
     try:
-        # Loopback head: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps its fallback address on
-        # 127.0.0.1. The worker must not have it: with it `ray start --address` refuses.
+        # Loopback. `ray start` replaces the literals 127.0.0.1 / localhost by the machine's
+        # address, except with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which in turn makes
+        # `ray start --address` refuse to start a worker node. So: the head with that variable
+        # (GCS and raylet listen on 127.0.0.1 only); the worker without it, naming the same
+        # loopback address in its IPv4-mapped IPv6 spelling, which Ray leaves alone.
         head_dir = root / "head"
         nodes.append(_ray_start(ray, head_dir, [
-            "--head", "--port", str(port), "--include-dashboard=false",
+            "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+            "--include-dashboard=false", "--dashboard-port", str(free_port()),
             "--ray-client-server-port", str(free_port()),
         ], {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}))
         _wait_started(nodes[0], head_dir, time.monotonic() + 60)
         worker_dir = root / "worker"
-        nodes.append(_ray_start(ray, worker_dir, ["--address", address], env))
+        nodes.append(_ray_start(ray, worker_dir, [
+            "--address", f"[::ffff:127.0.0.1]:{port}", "--node-ip-address", "::ffff:127.0.0.1",
+        ], env))
         _wait_started(nodes[1], worker_dir, time.monotonic() + 60)
         deadline = time.monotonic() + 30
         while len([n for n in _cluster(address, env)["nodes"] if n["alive"]]) < 2:
@@ -155,16 +168,21 @@ def test_run_on_an_existing_ray_cluster(tmp_path):
 
         after = _cluster(address, env)
         # Flower sized its actor pool from this cluster (2 nodes x 1 CPU, 1 CPU per device):
-        # one ClientApp actor on each node, so devices ran on the worker node too.
+        # one ClientApp actor on each node.
         actors = [a for a in after["actors"] if a["cls"] == "ClientAppActor"]
         assert sorted(a["node"] for a in actors) == sorted(node_ids), after
         # The simulation runtime was this cluster's driver (a job).
         assert [j for j in after["jobs"] if "flwr-simulation" in j["entrypoint"]], after["jobs"]
-        # The run released the cluster (its job and actors ended with it) and did not stop it.
+        # Both nodes ran ClientApps (``ClientAppActor.run``, at least one message each); the run
+        # released the cluster (its job and actors ended with it) and did not stop it.
         deadline = time.monotonic() + 30
-        while any(a["state"] != "DEAD" for a in actors) or not all(
-                j["dead"] for j in after["jobs"]):
-            assert time.monotonic() < deadline, f"the run's job outlived it: {after}"
+        while True:
+            ran_on = {t["node"] for t in after["tasks"] if t["name"] == "ClientAppActor.run"}
+            done = ran_on == node_ids and all(a["state"] == "DEAD" for a in actors) and all(
+                j["dead"] for j in after["jobs"])
+            if done:
+                break
+            assert time.monotonic() < deadline, f"ClientApps ran on {ran_on}: {after}"
             time.sleep(0.5)
             after = _cluster(address, env)
             actors = [a for a in after["actors"] if a["cls"] == "ClientAppActor"]
