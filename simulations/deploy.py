@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -39,8 +37,8 @@ from simulations.launcher import (
     APP_DIR,
     flower_env,
     free_port,
-    group_alive,
     process_groups,
+    stop_groups,
     write_run_config,
 )
 from tasks.base import PARTITION_MANIFEST, read_partition
@@ -140,18 +138,7 @@ def stop_services(services: list[Service], grace: float = 10.0) -> None:
     running = [service for service in services if service.alive()]
     groups = {group for service in running
               for group in (*process_groups(service.pid).values(), service.pid)}
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for group in groups:
-            try:
-                os.killpg(group, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and (
-                any(s.alive() for s in running) or any(group_alive(g) for g in groups)):
-            time.sleep(0.2)
-        if not any(s.alive() for s in running) and not any(group_alive(g) for g in groups):
-            break
+    stop_groups(groups, lambda: any(s.alive() for s in running), grace)
     for service in services:
         service.pid = service.started = None
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from argparse import ArgumentParser
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,12 @@ def process_groups(pid: int) -> dict[int, int]:
 def stop_tree(process: subprocess.Popen, grace: float = 15.0) -> None:
     """Stop ``process`` and all its descendants' process groups: SIGTERM, then SIGKILL."""
     groups = set(process_groups(process.pid).values()) | {process.pid}
+    stop_groups(groups, lambda: process.poll() is None, grace)
+
+
+def stop_groups(groups: set[int], running: Callable[[], bool], grace: float = 15.0) -> None:
+    """SIGTERM every process group, wait up to ``grace`` seconds for them (and for
+    ``running()`` to turn false), then SIGKILL what is left."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         for group in groups:
             try:
@@ -182,8 +189,7 @@ def stop_tree(process: subprocess.Popen, grace: float = 15.0) -> None:
                 pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            process.poll()
-            if not any(group_alive(g) for g in groups):
+            if not running() and not any(group_alive(g) for g in groups):
                 return
             time.sleep(0.2)
 

