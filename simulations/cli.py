@@ -572,7 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s swapfl %(message)s",
                         datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("\ninterrupted: the processes this command started were stopped; a stopped run "
+              "continues with `swapfl run --resume <out-dir>/<run>`", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ SuperLink and everything it starts. The cluster is the user's: we never stop it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,10 +25,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from argparse import ArgumentParser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,25 @@ def group_alive(pgid: int) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a scheduler stopping the job) like Ctrl-C while the block runs,
+    so the SuperLink and everything it started are stopped on the way out instead of being
+    orphaned; the run can then be continued with ``swapfl run --resume``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_simulation(run_config: dict[str, Any], num_supernodes: int, cpus_per_node: float = 1.0,
                    app_dir: Path = APP_DIR, flwr_home: Path | None = None,
                    timeout: float | None = None, ray_address: str | None = None) -> int:
@@ -214,7 +235,7 @@ def run_simulation(run_config: dict[str, Any], num_supernodes: int, cpus_per_nod
     cluster's nodes. The cluster is left running."""
     if ray_address:
         check_ray_address(ray_address)
-    with tempfile.TemporaryDirectory(prefix="swapfl-flwr-") as tmp:
+    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="swapfl-flwr-") as tmp:
         home = Path(flwr_home) if flwr_home else Path(tmp) / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
         http_port, control_port = free_port(), free_port()

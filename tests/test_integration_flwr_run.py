@@ -123,7 +123,7 @@ def test_flwr_run_end_to_end_twice(tmp_path):
 
 
 def _kill_after(tmp_path, out_name, condition) -> Path:
-    """Start a run, interrupt it (Ctrl-C) once its rows satisfy ``condition``; its folder."""
+    """Start a run, kill it (SIGTERM) once its rows satisfy ``condition``; its folder."""
     config = tiny_run_config(tmp_path / "work", tmp_path / out_name, users=2,
                              schedule="glove bert roberta", strategies=" ".join(STRATEGIES))
     command = [sys.executable, "-m", "simulations.cli", "run", "--timeout", "900"]
@@ -141,7 +141,7 @@ def _kill_after(tmp_path, out_name, condition) -> Path:
                 except ValueError:  # a line being written
                     pass
                 time.sleep(0.2)
-            run.send_signal(signal.SIGINT)  # the launcher stops everything it started
+            run.send_signal(signal.SIGTERM)  # the launcher stops everything it started
             run.wait(timeout=120)
         finally:
             if run.poll() is None:
