@@ -25,10 +25,9 @@ from tasks.release import ReleasedModel, open_release
 
 log = logging.getLogger(__name__)
 
-CURRENT = "current-release"
+CURRENT = "current-release"  # the release last completed, and the metrics sent for it
 FIRST_PERSONALIZATION = "stage0"
 TRACK_RELEASE = "release"  # a track's meta: the release it was last fitted to
-LAST_REPLY = "last-reply"  # the metrics of the last version completed, by release
 
 
 def store_root(state_dir: str | Path, user: str, run: str, seed: int) -> Path:
@@ -84,18 +83,18 @@ class Device:
         """The metrics this device already sent for ``model``'s version, if it completed it
         (a resumed run asks again for the version it was stopped in): the same reply again,
         without redoing the work or moving its tracks."""
-        if not (self.store.exists(CURRENT) and self.store.exists(LAST_REPLY)):
+        if not self.store.exists(CURRENT):
             return None
-        _, last = self.store.load(LAST_REPLY)
-        if last.get("release") != model.manifest.release_id:
+        _, current = self.store.load(CURRENT)
+        if current.get("release") != model.manifest.release_id or "metrics" not in current:
             return None
-        return {key: float(value) for key, value in last["metrics"].items()}
+        return {key: float(value) for key, value in current["metrics"].items()}
 
     def _complete(self, model: ReleasedModel, metrics: dict[str, float]) -> dict[str, float]:
-        self.store.save(LAST_REPLY, {}, {"release": model.manifest.release_id,
-                                         "metrics": metrics})
+        """Record the version as this device's current one, with the reply it sends (one
+        store write: the device's progress and its reply are committed together)."""
         self.store.save(CURRENT, {}, {"release": model.manifest.release_id,
-                                      "version": model.version})
+                                      "version": model.version, "metrics": metrics})
         return metrics
 
     def personalize(self, model: ReleasedModel) -> dict[str, float]:
@@ -115,11 +114,14 @@ class Device:
         return self._complete(model, metrics)
 
     def swap(self, new_model: ReleasedModel) -> dict[str, float]:
-        """A new version arrived: snapshot with the old model, then adapt every track alone.
+        """A new version arrived: each track, in turn, snapshots what it needs with the model
+        it was last fitted to, then adapts alone to the new one and is saved.
 
         Each track swaps from the release it was last fitted to (kept in its state), so a
         device whose previous swap stopped part-way (some tracks fitted, the others not)
-        catches up consistently: no track is ever read with a model it was not fitted to."""
+        catches up consistently: no track is ever read with a model it was not fitted to.
+        A track is written once per swap, after its fit: a crash before that leaves it at
+        its old release, from which the next attempt swaps again."""
         if not self.store.exists(CURRENT):
             raise RuntimeError(
                 f"device {self.user_index}: swap before any personalization; the device store "
@@ -128,15 +130,14 @@ class Device:
         if (done := self.completed(new_model)) is not None:
             return done
         _, current = self.store.load(CURRENT)
-        for name, strategy in self.strategies.items():
+        metrics: dict[str, float] = {}
+        for position, (name, strategy) in enumerate(self.strategies.items()):
             state = self._load(name)
             old_model = open_release(self.releases,
                                      state.meta.get(TRACK_RELEASE, current["release"]))
-            self._save(name, strategy.before_swap(state, old_model, self.data))
-        metrics: dict[str, float] = {}
-        for position, (name, strategy) in enumerate(self.strategies.items()):
+            state = strategy.before_swap(state, old_model, self.data)
             rng = self._rng(name, new_model.version)
-            state, cost = strategy.fit(self._load(name), new_model, self.data, rng)
+            state, cost = strategy.fit(state, new_model, self.data, rng)
             state.meta.setdefault("seed", int(rng.integers(2**31)))
             state.meta[TRACK_RELEASE] = new_model.manifest.release_id
             logits = strategy.predict(state, new_model, self.data, self.data.test, cost)

@@ -47,12 +47,14 @@ class FaultPlan:
         if self.mode not in FAULT_MODES:
             raise ValueError(f"fault-mode must be one of {FAULT_MODES}, got {self.mode!r}")
 
+    def draw(self, user_index: int, version: str) -> float:
+        """The device's uniform draw for ``version``: it is struck when the draw < ``rate``."""
+        key = [self.seed, user_index, zlib.crc32(version.encode()), _STREAM]
+        return float(np.random.default_rng(key).random())
+
     def strikes(self, user_index: int, version: str) -> bool:
         """Whether this device fails its swap to ``version``."""
-        if self.rate <= 0.0:
-            return False
-        key = [self.seed, user_index, zlib.crc32(version.encode()), _STREAM]
-        return bool(np.random.default_rng(key).random() < self.rate)
+        return self.rate > 0.0 and self.draw(user_index, version) < self.rate
 
     def trigger(self, store: PrivateStore) -> None:
         """Fail now (``raise``) or at the store's next write (``crash-store``)."""

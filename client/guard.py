@@ -9,7 +9,8 @@ reply naming only the exception type: exception texts may quote private data, so
 stays in the device's log.
 
 The guard also measures what it lets through: the uplink size is the byte length of the
-reply content as Flower 1.41 puts it on the wire — the deflated ``RecordDict`` plus each
+reply content as Flower 1.41 puts it on the wire (per device record when a simulated node runs
+several devices) — the deflated ``RecordDict`` plus each
 distinct deflated record (``InflatableObject.deflate``, headers included), without the
 message metadata and the ``uplink`` record the guard itself adds.
 """
@@ -74,6 +75,15 @@ def uplink_bytes(content: RecordDict) -> int:
     return sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values())
 
 
+def _uplink_per_record(content: RecordDict, size: int) -> dict[str, int]:
+    """``uplink-bytes`` of the reply; for a node that runs several devices (one record each),
+    ``<record>/uplink-bytes`` per device: what that device's record alone would send."""
+    if len(content) <= 1:
+        return {"uplink-bytes": size}
+    return {f"{name}/uplink-bytes": uplink_bytes(RecordDict({name: record}))
+            for name, record in content.items()}
+
+
 def make_uplink_guard(allowed: frozenset[str] = ALLOWED_METRICS) -> Mod:
     """Build the mod (``ClientApp(mods=[...])``) for a given whitelist."""
 
@@ -101,7 +111,7 @@ def make_uplink_guard(allowed: frozenset[str] = ALLOWED_METRICS) -> Mod:
                       reason=f"uplink guard blocked the reply: {violation}"),
                 reply_to=message,
             )
-        reply.content[UPLINK_RECORD] = MetricRecord({"uplink-bytes": size})
+        reply.content[UPLINK_RECORD] = MetricRecord(_uplink_per_record(reply.content, size))
         return reply
 
     return uplink_guard

@@ -10,7 +10,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from simulations.launcher import APP_DIR, add_ray_argument, check_ray_address, run_simulation
+from simulations.launcher import (
+    APP_DIR,
+    add_ray_argument,
+    check_ray_address,
+    run_simulation,
+    virtual_nodes,
+)
 
 PATH_KEYS = ("work-dir", "out-dir")  # "data-source" too, unless it is "synthetic"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -58,11 +64,9 @@ def resolve_run_config(scenario: str | None, overrides: list[str],
     return merged
 
 
-def prepare(config: dict[str, Any]) -> dict[str, Any]:
-    """The data owner's step, before any Flower process: validate the whole run config, then
-    generate/partition the data (errors on bad files surface here, in seconds); returns the
-    config with ``data-dir`` set to the prepared folder."""
-    from simulations.data import prepare_dataset
+def _check_run_config(config: dict[str, Any]) -> Any:
+    """The typed settings of a whole run config, its strategies and first personalization
+    checked (a clear error before anything slow starts)."""
     from simulations.settings import Settings
     from strategies.first_personalization import create_first_personalization
     from strategies.registry import create_many
@@ -73,6 +77,16 @@ def prepare(config: dict[str, Any]) -> dict[str, Any]:
         create_first_personalization(settings.personalize, settings.personalize_options)
     except (KeyError, ValueError) as err:
         raise SystemExit(f"bad run config: {err}") from err
+    return settings
+
+
+def prepare(config: dict[str, Any]) -> dict[str, Any]:
+    """The data owner's step, before any Flower process: validate the whole run config, then
+    generate/partition the data (errors on bad files surface here, in seconds); returns the
+    config with ``data-dir`` set to the prepared folder."""
+    from simulations.data import prepare_dataset
+
+    settings = _check_run_config(config)
     try:
         data_dir = prepare_dataset(settings.work_dir, settings.task, settings.data_source,
                                    settings.users, settings.synthetic())
@@ -115,13 +129,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{run_dir} is complete; nothing to resume", file=sys.stderr)
             return show_results(run_dir, started)
         config = prepare(resume_config(run_dir))
-        code = run_simulation(config, int(config["users"]), cpus_per_node=args.cpus_per_device,
+        code = run_simulation(config, virtual_nodes(config), cpus_per_node=args.cpus_per_device,
                               timeout=args.timeout, ray_address=args.ray_address)
         return show_results(run_dir, started) if code == 0 else code
     config = prepare(resolve_run_config(args.scenario, args.set, app_defaults()))
-    nodes = int(config["users"])
-    logging.info("running %d virtual devices on task %s; results under %s", nodes,
-                 config["task"], config["out-dir"])
+    nodes = virtual_nodes(config)
+    logging.info("running %d virtual devices on %d virtual nodes, task %s; results under %s",
+                 int(config["users"]), nodes, config["task"], config["out-dir"])
     code = run_simulation(config, nodes, cpus_per_node=args.cpus_per_device,
                           timeout=args.timeout, ray_address=args.ray_address)
     logging.info("simulation finished in %.1fs with exit code %d",
@@ -150,11 +164,30 @@ def show_results(run_dir: Path, started: float) -> int:
     if status.get("failures"):
         print(f"{status['failures']} device failure(s) (missed or failed versions): "
               f"{run_dir / 'failures.jsonl'}", file=sys.stderr)
+        for (version, strategy), count in failure_counts(run_dir).items():
+            print(f"  {version} {strategy}: {count} device(s) without a row", file=sys.stderr)
     if not status.get("complete"):
         print(f"the run stopped before its end ({status.get('error', 'no status.json')}); "
               "the table holds the rows written until then", file=sys.stderr)
         return 1
     return 0
+
+
+def failure_counts(run_dir: Path) -> dict[tuple[str, str], int]:
+    """Devices without a row per (version, strategy), from failures.jsonl (a missed node
+    counts the devices it runs)."""
+    import json
+    from collections import Counter
+
+    counts: Counter[tuple[str, str]] = Counter()
+    path = run_dir / "failures.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a killed run
+        counts[(record["version"], record["strategy"])] += int(record.get("devices", 1))
+    return dict(sorted(counts.items()))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -406,6 +439,49 @@ def cmd_bench_flops(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def parse_sizes(text: str) -> list[int]:
+    """``100,1000,10000`` -> [100, 1000, 10000] (positive, as given)."""
+    try:
+        sizes = [int(item) for item in text.replace(" ", ",").split(",") if item]
+    except ValueError as err:
+        raise SystemExit(f"--users {text!r}: expected comma-separated integers") from err
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"--users {text!r}: expected positive device counts")
+    return sizes
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from simulations.bench_scale import bench_scale
+
+    sizes = parse_sizes(args.users)
+    for users in sizes:  # every size's config is checked before anything slow starts
+        config = resolve_run_config(args.scenario, [*args.set, f"users={users}"],
+                                    app_defaults())
+        _check_run_config(config)
+    result = bench_scale(
+        sizes, lambda users: prepare(resolve_run_config(
+            args.scenario, [*args.set, f"users={users}"], app_defaults())),
+        args.out, cpus_per_device=args.cpus_per_device, profile=args.profile_devices,
+        sample_seconds=args.sample_seconds, timeout=args.timeout)
+    failed = []
+    for users, size in result["sizes"].items():
+        per = size.get("seconds-per-device-version")
+        print(f"{users:>6} devices: {size['wall-seconds']:.0f}s wall "
+              f"(prepare {size['prepare-seconds']:.0f}s), "
+              + (f"{per:.4f}s per device-version, " if per else "")
+              + f"peak PSS {size['peak-pss-bytes'] / 2**30:.2f} GiB, "
+              f"{'complete' if size.get('complete') else 'INCOMPLETE'}")
+        for version, v in size.get("versions", {}).items():
+            if "device-seconds" in v:
+                print(f"         {version:12s} release {v.get('release-seconds', 0):.1f}s, "
+                      f"devices {v['device-seconds']:.1f}s "
+                      f"({v['messages-per-second']:.1f} messages/s)")
+        if not size.get("complete"):
+            failed.append(users)
+    print(f"written to {args.out}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swapfl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -467,11 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bench_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: fala (FaLA fit time vs its forwards), "
-                           "flops (FLOPs per strategy at BERT-base / RoBERTa-base scale)")
-    kinds = bench.add_subparsers(dest="benchmark", metavar="{fala,flops}")
+                           "flops (FLOPs per strategy at BERT-base / RoBERTa-base scale), "
+                           "scale (time and memory at 100 / 1,000 / 10,000 devices)")
+    kinds = bench.add_subparsers(dest="benchmark", metavar="{fala,flops,scale}")
     bench.set_defaults(func=lambda args: bench.error(
         "choose a benchmark: 'swapfl bench fala' (FaLA fit time vs its frozen forwards) or "
-        "'swapfl bench flops' (FLOPs per strategy; LoRA / FaLA ratios)"))
+        "'swapfl bench flops' (FLOPs per strategy; LoRA / FaLA ratios) or 'swapfl bench scale' "
+        "(time and memory by device count)"))
     fala = kinds.add_parser("fala", help="FaLA fit time vs its frozen forwards (one user)")
     fala.add_argument("--scenario", help="a TOML file or a name in simulations/scenarios/")
     fala.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -479,6 +557,27 @@ def _bench_commands(sub: argparse._SubParsersAction) -> None:
     fala.add_argument("--repeats", type=int, default=5)
     fala.add_argument("--out", type=Path, default=Path("results/bench/fala-fit-vs-forwards.json"))
     fala.set_defaults(func=cmd_bench_fala)
+    scale = kinds.add_parser(
+        "scale", help="wall time per phase, seconds per device-version, messages/s and peak "
+        "memory (PSS of the whole process tree) of real flwr runs at several device counts")
+    scale.add_argument("--users", default="100,1000,10000",
+                       help="device counts to run, comma-separated (default 100,1000,10000)")
+    scale.add_argument("--scenario", default="scale-10k",
+                       help="a TOML file or a name in simulations/scenarios/ (default "
+                       "scale-10k: news, global + fala, GloVe -> BERT -> RoBERTa)")
+    scale.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a run-config key (repeatable)")
+    scale.add_argument("--out", type=Path, default=Path("results/bench/scale.json"))
+    scale.add_argument("--cpus-per-device", type=int, default=1,
+                       help="whole CPUs per virtual device (Ray actor)")
+    scale.add_argument("--profile-devices", type=int, default=30,
+                       help="devices per version whose handlers are profiled in-process after "
+                       "each run (0: no profile)")
+    scale.add_argument("--sample-seconds", type=float, default=1.0,
+                       help="interval of the memory sampler")
+    scale.add_argument("--timeout", type=float, default=None,
+                       help="seconds before giving up on one size's run")
+    scale.set_defaults(func=cmd_bench_scale)
     flops = kinds.add_parser("flops", help="forward/backward FLOPs of every gradient strategy "
                              "on random-init BERT-base and RoBERTa-base, FaLA's solve, and "
                              "total adaptation FLOPs per user LoRA vs FaLA in a scenario")

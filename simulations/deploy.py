@@ -322,10 +322,12 @@ class Deployment:
 
 def _run_config_for(config: dict[str, Any], root: Path, users: int) -> dict[str, Any]:
     """The run as the ServerApp sees it: public data, its own work and results folders,
-    releases inline, one user per device."""
+    releases inline, one user per device, every device sent its order at once (real devices
+    work in parallel)."""
     return {**config, "users": users, "data-dir": str(root / "server" / "data"),
             "work-dir": str(root / "server" / "work"),
-            "out-dir": str(root / "server" / "results"), "release-transport": "inline"}
+            "out-dir": str(root / "server" / "results"), "release-transport": "inline",
+            "send-window": 0}
 
 
 def deploy_up(root: Path, config: dict[str, Any], prepared: Path, insecure: bool = False,

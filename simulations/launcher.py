@@ -120,6 +120,13 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
             f"--head --port {port}` (docs/ray-cluster.md)") from err
 
 
+def virtual_nodes(config: dict[str, Any]) -> int:
+    """Flower virtual nodes a simulation of this run config needs: ``users`` devices,
+    ``devices-per-node`` of them on each node."""
+    users, per_node = int(config["users"]), int(config.get("devices-per-node", 1))
+    return -(-users // per_node)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -983,7 +983,7 @@ def _render(runs: Sequence[Run], out_dir: Path, baseline: str, profile: Any,
 def failures_section(runs: Sequence[Run]) -> list[str]:
     """Devices that missed or failed a version (``failures.jsonl``: the run went on without
     their rows), counted per run, version, strategy and status."""
-    counts: dict[tuple[str, str, int, str, str], set[int]] = defaultdict(set)
+    counts: dict[tuple[str, str, int, str, str], dict[tuple[int, int], int]] = defaultdict(dict)
     for run in runs:
         path = run.path / "failures.jsonl"
         if not path.is_file():
@@ -991,12 +991,16 @@ def failures_section(runs: Sequence[Run]) -> list[str]:
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
-                counts[(run.path.name, record["version"], int(record.get("seed", 0)),
-                        record.get("strategy", "all"), record["status"])].add(record["node"])
+                key = (run.path.name, record["version"], int(record.get("seed", 0)),
+                       record.get("strategy", "all"), record["status"])
+                # a node running several devices: one record per failed device, or one with
+                # the count of devices for a missed node
+                where = (int(record["node"]), int(record.get("device", -1)))
+                counts[key][where] = int(record.get("devices", 1))
     if not counts:
         return []
-    lines = [[run, version, str(seed), strategy, status, str(len(nodes))]
-             for (run, version, seed, strategy, status), nodes in sorted(counts.items())]
+    lines = [[run, version, str(seed), strategy, status, str(sum(devices.values()))]
+             for (run, version, seed, strategy, status), devices in sorted(counts.items())]
     return ["## Device failures", "", "Devices that were offline, did not reply in time "
             "(missed) or replied with an error (failed); the run went on, and each such device "
             "swapped from its last completed version at the next one. Details (Flower node id, "

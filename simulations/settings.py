@@ -67,6 +67,7 @@ class Settings:
     personalize: str
     personalize_options: str
     users: int
+    devices_per_node: int  # simulation: devices one virtual Flower node runs (default 1)
     seed: int
     seeds: str  # replicate seeds, e.g. "0 1 2 3 4"; empty: one replicate with ``seed``
     finetune_fraction: float
@@ -86,6 +87,7 @@ class Settings:
     server_threads: int
     node_wait_seconds: float
     reply_timeout_seconds: float
+    send_window: int  # messages in flight at once (0: all); see server.app.send_with_progress
     release_transport: str  # "reference" (shared release store) | "inline" (in the messages)
     fault_rate: float  # fraction of devices that fail on purpose at each swap (seeded)
     fault_mode: str  # "raise" (mid-fit) | "crash-store" (between a store write and its switch)
@@ -123,11 +125,16 @@ class Settings:
             raise ValueError(f"task {self.task!r} is not registered; known: {task_names()}")
         if self.users < 1:
             raise ValueError(f"users must be >= 1, got {self.users}")
+        if self.devices_per_node < 1:
+            raise ValueError(f"devices-per-node must be >= 1, got {self.devices_per_node}")
         if min(self.threads, self.server_threads) < 1:
             raise ValueError("threads and server-threads must be >= 1")
         if not 0 < self.finetune_fraction < 1:
             raise ValueError(f"finetune-fraction must be in (0, 1), got "
                              f"{self.finetune_fraction}")
+        if self.send_window < 0:
+            raise ValueError(f"send-window must be >= 0 (0: every device at once), got "
+                             f"{self.send_window}")
         if self.release_transport not in RELEASE_TRANSPORTS:
             raise ValueError(f"release-transport must be one of {RELEASE_TRANSPORTS}, got "
                              f"{self.release_transport!r}")
@@ -135,6 +142,12 @@ class Settings:
         self.faults()
         self.head_training()
         self.synthetic()
+
+    @property
+    def nodes(self) -> int:
+        """Virtual Flower nodes of a simulation: ``users`` devices, ``devices_per_node``
+        on each (the last may run fewer)."""
+        return -(-self.users // self.devices_per_node)
 
     def replicate_seeds(self) -> tuple[int, ...]:
         """The device-side replicates of the run. Each seed re-runs every device's work

@@ -14,8 +14,30 @@ from strategies.registry import extra_metrics
 from tasks.registry import all_tasks
 
 DEVICE_METRICS: tuple[str, ...] = ("user-index", "downlink-bytes", "uplink-bytes",
-                                   "state-bytes", "has-release")
+                                   "state-bytes", "has-release", "failed", "error-type")
 """Per reply or per track, added by the device and the guard (not by a strategy)."""
+
+DEVICE_ERROR_TYPES: tuple[str, ...] = (
+    "other", "InjectedFault", "CorruptStateError", "ReleaseIntegrityError",
+    "FileNotFoundError", "KeyError", "ValueError", "RuntimeError", "MemoryError", "OSError",
+    "TimeoutError", "DataError",
+)
+"""What a device hosted beside others may say of its failure: an index into this public list
+(a number, like every metric; an exception's text may quote private data and never leaves)."""
+
+
+def error_type_code(error: BaseException) -> int:
+    """The index of ``error``'s type, or of its nearest listed base class ("other": 0)."""
+    for kind in type(error).__mro__:
+        if kind.__name__ in DEVICE_ERROR_TYPES:
+            return DEVICE_ERROR_TYPES.index(kind.__name__)
+    return 0
+
+
+def error_type_name(code: float) -> str:
+    """The error type a device reported (``error_type_code``'s inverse)."""
+    index = int(code)
+    return DEVICE_ERROR_TYPES[index] if 0 <= index < len(DEVICE_ERROR_TYPES) else "other"
 
 
 def cost_metrics() -> tuple[str, ...]:

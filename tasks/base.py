@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from backbones.cache import PrivateTextError, PublicDocuments
 
 PARTITION_MANIFEST = "partition.json"  # the data owner's user list: devices read it, the server
 PUBLIC_MANIFEST = "public/manifest.json"  # never does; the server reads public/ only
@@ -119,6 +121,14 @@ class UserData:
     texts_are_public: bool = False
     label_names: tuple[str, ...] = ("negative", "positive")
     private_cache: Any = field(default=None, repr=False, compare=False)
+
+    def public_documents(self, rows: Sequence[int]) -> PublicDocuments:
+        """The documents at ``rows`` for the node's shared feature store; refused unless the
+        texts are public documents (a user's private texts are never shared)."""
+        if not self.texts_are_public:
+            raise PrivateTextError("these texts are a user's private texts: they cannot "
+                                   "enter a cache shared across devices")
+        return PublicDocuments([self.doc_ids[i] for i in rows], [self.texts[i] for i in rows])
 
 
 @dataclass

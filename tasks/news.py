@@ -9,6 +9,7 @@ history ids (known to occur in real MIND) are skipped with one counted warning p
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 
 from tasks.base import DataError, SkipCounter
 from tasks.files import atomic_write
@@ -247,12 +249,25 @@ def private_users(data_dir: str | Path) -> list[str]:
 
 
 def load_user(data_dir: str | Path, user_id: str
-              ) -> tuple[dict[str, NewsArticle], list[Impression]]:
+              ) -> tuple[Mapping[str, NewsArticle], list[Impression]]:
     """A device's view: the public article catalogue and its own impressions."""
     path = Path(data_dir) / "users" / user_id / "behaviors.tsv"
     if not path.is_file():
         known = private_users(data_dir)
         raise KeyError(f"no private partition for user {user_id!r} in {data_dir} "
                        f"(known: {known[:5]}{'…' if len(known) > 5 else ''})")
-    news = read_news(Path(data_dir) / "public" / "news.tsv")
+    news = public_catalogue(Path(data_dir) / "public" / "news.tsv")
     return news, read_behaviors(path, news)
+
+
+@functools.lru_cache(maxsize=2)
+def _catalogue(path: str, size: int, mtime_ns: int) -> Mapping[str, NewsArticle]:
+    return MappingProxyType(read_news(path))
+
+
+def public_catalogue(path: Path) -> Mapping[str, NewsArticle]:
+    """The public articles of ``news.tsv``, parsed once per process while the file is
+    unchanged (read-only): every virtual device a process serves reads the same catalogue,
+    and parsing real MIND's 65k articles per message would dwarf a device's work."""
+    stat = Path(path).stat()
+    return _catalogue(str(path), stat.st_size, stat.st_mtime_ns)

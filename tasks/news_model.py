@@ -9,7 +9,7 @@ task contract (tasks/base.py) the design of a pair is ``left = u``, ``right = v`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +89,7 @@ def build_batch(
 
 def build_user_data(
     user_id: str,
-    news: dict[str, NewsArticle],
+    news: Mapping[str, NewsArticle],
     finetune: Sequence[Impression],
     test: Sequence[Impression],
 ) -> UserData:

@@ -131,18 +131,17 @@ class ReleasedModel:
     def features(self, data: UserData, docs: np.ndarray) -> CachedFeatures:
         """Backbone features for some of the user's texts (other rows left zero), the forward
         FLOPs per requested text, and the encode seconds a cache saved (to be added to the
-        caller's fit time). Only public documents go through the process-wide cache; a
+        caller's fit time). Only public documents go through the node's shared store; a
         user's private texts go through the user's own cache, held by ``data`` alone."""
         docs = np.asarray(docs, dtype=np.int64)
         out = np.zeros((len(data.doc_ids), self.backbone.hidden_size), dtype=np.float32)
         if data.texts_are_public:
-            cache = PUBLIC_FEATURES
+            found = PUBLIC_FEATURES.encode(self.backbone, data.public_documents(docs))
         else:
             if data.private_cache is None:
                 data.private_cache = FeatureCache(max_backbones=2)
-            cache = data.private_cache
-        found = cache.encode(self.backbone, [data.doc_ids[i] for i in docs],
-                             [data.texts[i] for i in docs])
+            found = data.private_cache.encode(self.backbone, [data.doc_ids[i] for i in docs],
+                                              [data.texts[i] for i in docs])
         out[docs] = found.vectors
         return found._replace(vectors=out)
 

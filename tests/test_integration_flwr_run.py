@@ -67,9 +67,11 @@ def test_flwr_run_end_to_end_twice(tmp_path):
     assert "release cache miss" in first_log
     assert "train.swap 100%|" in first_log  # the replies' progress bar
 
-    # Again with a second replicate seed beside the first: replicate 0 reproduces the first
-    # run bitwise from the release cache, replicate 1 has its own rows and its own stores.
-    again, second_log = _run(tmp_path, "second", seeds="0 1")
+    # Again with a second replicate seed beside the first, and both devices on one virtual
+    # node (devices-per-node = 2): replicate 0 reproduces the first run bitwise from the
+    # release cache, replicate 1 has its own rows and its own stores.
+    again, second_log = _run(tmp_path, "second", seeds="0 1", **{"devices-per-node": 2})
+    assert "2 devices on 1 virtual nodes" in second_log
     assert "release cache hit" in second_log and "release cache miss" not in second_log
     assert {r["seed"] for r in again} == {0, 1}
     assert len(again) == 2 * len(rows)
@@ -79,7 +81,9 @@ def test_flwr_run_end_to_end_twice(tmp_path):
             assert row[metric] == by_key[(row["version"], row["user"], row["strategy"])][metric]
     # each run keeps its own stores: the first run's seed 0 was not overwritten by the second
     first_run, second_run = rows[0]["run"], again[0]["run"]
-    for user in (tmp_path / "work" / "devices").iterdir():
+    users = [p for p in (tmp_path / "work" / "devices").iterdir() if not p.name.startswith(".")]
+    assert len(users) == 2
+    for user in users:
         assert sorted(p.name for p in (user / first_run).iterdir()) == ["seed-0"]
         assert sorted(p.name for p in (user / second_run).iterdir()) == ["seed-0", "seed-1"]
 

@@ -87,3 +87,22 @@ def test_tie_expectation_equals_brute_force_over_every_list_order():
         ndcgs.append(gains.sum() / ideal)
     assert mrr(labels, scores) == pytest.approx(np.mean(mrrs))
     assert ndcg(labels, scores, 3) == pytest.approx(np.mean(ndcgs))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_auc_equals_sklearn_with_and_without_ties(seed):
+    """The rank-sum AUC is sklearn's roc_auc_score, ties counted ½, on random impressions
+    (some with heavy ties: scores drawn from a few values)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    labels = rng.integers(0, 2, n)
+    labels[0], labels[1] = 0, 1  # both classes
+    scores = rng.normal(size=n) if seed % 2 else rng.integers(0, 3, n).astype(float)
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_auc_refuses_a_single_class():
+    with pytest.raises(ValueError, match="both"):
+        auc(np.array([1, 1]), np.array([0.1, 0.2]))
