@@ -210,8 +210,11 @@ def partition_mind(source_dir: str | Path, out_dir: str | Path, n_users: int) ->
     if len(users) < n_users:
         raise DataError(f"{source_dir}/behaviors.tsv has {len(users)} users, "
                         f"{n_users} private users were asked for")
+    by_user: dict[str, list[Impression]] = {}
+    for imp in impressions:  # one pass: thousands of users over millions of impressions
+        by_user.setdefault(imp.user_id, []).append(imp)
     for user in users:
-        count = sum(imp.user_id == user for imp in impressions)
+        count = len(by_user[user])
         if count < 2:
             raise DataError(f"{source_dir}/behaviors.tsv: user {user} has {count} impression; "
                             "a private user needs at least 2 (fine-tune and test)")
@@ -220,8 +223,7 @@ def partition_mind(source_dir: str | Path, out_dir: str | Path, n_users: int) ->
     write_behaviors(out_dir / "public" / "behaviors.tsv",
                     [imp for imp in impressions if imp.user_id not in private])
     for user in users:
-        write_behaviors(out_dir / "users" / user / "behaviors.tsv",
-                        [imp for imp in impressions if imp.user_id == user])
+        write_behaviors(out_dir / "users" / user / "behaviors.tsv", by_user[user])
     manifest = {
         "task": "news",
         "users": users,

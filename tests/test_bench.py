@@ -3,6 +3,8 @@ asserted: timing belongs to benchmarks, not unit tests)."""
 
 from __future__ import annotations
 
+import pytest
+
 from simulations.bench import bench_fala
 
 
@@ -119,3 +121,54 @@ def test_bench_takes_a_subcommand(capsys):
     with pytest.raises(SystemExit):
         bare.func(bare)
     assert "bench fala" in capsys.readouterr().err
+
+
+# -- swapfl bench scale ---------------------------------------------------------------------
+
+
+def test_bench_scale_runs_flwr_and_reports_every_figure(tmp_path, tiny_bert_dir):
+    """One size of the scale benchmark end to end on a tiny world: a real flwr run (two
+    devices on one virtual node), its phases, the sampled memory of the process tree and the
+    in-process profile of the devices; the figures are written, not judged."""
+    import json
+
+    from simulations.bench_scale import PROFILE_PARTS, bench_scale
+    from simulations.cli import prepare
+    from tests.conftest import tiny_run_config
+
+    def config(users: int) -> dict:
+        return prepare(tiny_run_config(tmp_path / "work", tmp_path / "results", users=users,
+                                       schedule=f"glove tinybert={tiny_bert_dir}",
+                                       strategies="global fala", **{"devices-per-node": 2}))
+
+    out = tmp_path / "scale.json"
+    result = bench_scale([2], config, out, profile=2, timeout=600)
+    assert json.loads(out.read_text()) == result
+    size = result["sizes"]["2"]
+    assert size["complete"] and size["exit-code"] == 0 and size["virtual-nodes"] == 1
+    assert size["rows"] == 2 * 3 * 2 - 2  # (stage0 + 2 tracks) at glove, 2 tracks after
+    assert size["peak-pss-bytes"] > 100 * 2**20 and size["pss-samples"] > 0
+    for version in ("glove@1", "tinybert@2"):
+        figures = size["versions"][version]
+        assert figures["devices"] == 2 and figures["completed"] == 2
+        assert figures["device-seconds"] > 0 and figures["messages-per-second"] > 0
+        profile = size["profile"][version]
+        parts = profile["parts-ms-per-device"]
+        assert set(parts) == {label for label, _ in PROFILE_PARTS} | {
+            "other (Python, numpy, torch glue)"}
+        assert parts["evaluation metrics"] > 0 and parts["store writes (fsync included)"] > 0
+        assert sum(parts.values()) == pytest.approx(profile["profiled-ms-per-device"])
+    # the profiled devices' stores are removed; the run's own stay
+    leftovers = list((tmp_path / "work" / "devices").glob("*/bench-profile-*"))
+    assert leftovers == []
+
+
+def test_bench_scale_refuses_bad_sizes_before_anything_starts(capsys):
+    from simulations.cli import main
+
+    with pytest.raises(SystemExit, match="positive device counts"):
+        main(["bench", "scale", "--users", "100,0"])
+    with pytest.raises(SystemExit, match="comma-separated integers"):
+        main(["bench", "scale", "--users", "ten"])
+    with pytest.raises(SystemExit, match="unknown run-config keys"):
+        main(["bench", "scale", "--users", "10", "--set", "colour=blue"])
