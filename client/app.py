@@ -1,9 +1,12 @@
-"""ClientApp: a virtual device. Handles ``train.personalize`` and ``train.swap``.
+"""ClientApp: a device (in simulation, a virtual node running ``devices-per-node`` devices
+in turn). Handles ``train.personalize`` and ``train.swap``.
 
 The uplink guard wraps every handler: a reply may carry metrics only. Private paths come from
 the device's own side, never from the server's message: the node config (deployment:
-``user-id``, ``data-dir``, ``state-dir``) or, in simulation, the run config the data owner
-prepared (``data-dir``; states under ``<work-dir>/devices``; partition-id -> the i-th user).
+``user-id``, ``data-dir``, ``state-dir``, optionally ``feature-cache``) or, in simulation, the
+run config the data owner prepared (``data-dir``; states under ``<work-dir>/devices``;
+partition-id p -> the users p*k .. p*k + k - 1). The node's public features are shared by its
+devices through ``PUBLIC_FEATURES`` (public documents only).
 """
 
 from __future__ import annotations

@@ -111,9 +111,9 @@ def main(grid: Grid, context: Context) -> None:
             writer.run_dir / FAILURES_FILE)
 
 
-def send_with_progress(grid: Grid, nodes: list[int], build: Callable[[list[int], float],
-                       list[Message]], timeout: float, window: int, label: str,
-                       unit: str = "device") -> list[Message]:
+def send_with_progress(grid: Grid, nodes: list[int], build: Callable[..., list[Message]],
+                       timeout: float, window: int, label: str, unit: str = "device"
+                       ) -> list[Message]:
     """Send one message per node with a progress bar over the replies; returns the replies
     that arrived within ``timeout`` seconds.
 

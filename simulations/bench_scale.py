@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simulations.launcher import _parents, run_simulation, virtual_nodes
+from simulations.launcher import process_tree, run_simulation, virtual_nodes
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,8 @@ PROFILE_PARTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 def tree_pss_bytes(root: int) -> int:
     """Proportional set size of ``root`` and all its descendants (shared pages split among
     the processes sharing them, so the sum is the tree's real footprint)."""
-    parents = _parents()
-    family, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in family:
-                family.add(child)
-                frontier.append(child)
     total = 0
-    for pid in family:
+    for pid in process_tree(root):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):

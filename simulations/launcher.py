@@ -161,9 +161,8 @@ def _parents() -> dict[int, int]:
     return table
 
 
-def process_groups(pid: int) -> dict[int, int]:
-    """Process group of each descendant of ``pid`` (and of ``pid``): Flower's SuperExec and
-    the simulation runtime start their own sessions, so one ``killpg`` is not enough."""
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and all its descendants, as they are now."""
     parents = _parents()
     family, frontier = {pid}, [pid]
     while frontier:
@@ -172,8 +171,14 @@ def process_groups(pid: int) -> dict[int, int]:
             if ppid == parent and child not in family:
                 family.add(child)
                 frontier.append(child)
+    return family
+
+
+def process_groups(pid: int) -> dict[int, int]:
+    """Process group of each descendant of ``pid`` (and of ``pid``): Flower's SuperExec and
+    the simulation runtime start their own sessions, so one ``killpg`` is not enough."""
     groups = {}
-    for member in family:
+    for member in process_tree(pid):
         try:
             groups[member] = os.getpgid(member)
         except ProcessLookupError:
