@@ -109,7 +109,7 @@ class UserData:
     """What a device holds: its texts and its fine-tune / test examples over them.
 
     ``texts_are_public`` marks texts that are public documents (the news catalogue): only
-    those may go into a process-wide feature cache shared by virtual devices. Private texts
+    those may go into the node-wide feature store shared by virtual devices. Private texts
     are cached in ``private_cache``, which lives and dies with this object (one message).
     ``label_names[k]`` names label value k (what retrieval prompts and profiles write)."""
 
