@@ -265,6 +265,7 @@ class PublicFeatureStore:
         return CachedFeatures(records["vector"][positions],
                               records["flops"][positions].astype(np.int64), cached_seconds)
 
+
 PUBLIC_FEATURES = PublicFeatureStore()
 """The process's view of its node's shared public features (the ClientApp points it at the
 node's folder; see the module docstring)."""
