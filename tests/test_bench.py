@@ -139,14 +139,14 @@ def test_bench_scale_runs_flwr_and_reports_every_figure(tmp_path, tiny_bert_dir)
     def config(users: int) -> dict:
         return prepare(tiny_run_config(tmp_path / "work", tmp_path / "results", users=users,
                                        schedule=f"glove tinybert={tiny_bert_dir}",
-                                       strategies="global fala", **{"devices-per-node": 2}))
+                                       strategies="fala", **{"devices-per-node": 2}))
 
     out = tmp_path / "scale.json"
     result = bench_scale([2], config, out, profile=2, timeout=600)
     assert json.loads(out.read_text()) == result
     size = result["sizes"]["2"]
     assert size["complete"] and size["exit-code"] == 0 and size["virtual-nodes"] == 1
-    assert size["rows"] == 2 * 3 * 2 - 2  # (stage0 + 2 tracks) at glove, 2 tracks after
+    assert size["rows"] == 2 * (2 + 1)  # stage0 + fala at glove, fala after the swap
     assert size["peak-pss-bytes"] > 100 * 2**20 and size["pss-samples"] > 0
     for version in ("glove@1", "tinybert@2"):
         figures = size["versions"][version]

@@ -82,7 +82,8 @@ def _encode_in_process(root: str, numbers: list[int], out: multiprocessing.Queue
 
 
 def test_processes_writing_at_once_commit_each_document_once(tmp_path):
-    context = multiprocessing.get_context("spawn")
+    # fork: the children only hash and write (no torch op), and start in milliseconds
+    context = multiprocessing.get_context("fork")
     queue = context.Queue()
     workers = [context.Process(target=_encode_in_process,
                                args=(str(tmp_path), list(range(start, start + 300)), queue))
